@@ -1,0 +1,163 @@
+"""Causal multi-head self-attention: the core (full and query-chunked) and the layer around it.
+
+Shapes: B batch, H heads, T time, d head_dim, C = H*d model width. Queries are the last
+Tq of the Tk key positions: query i sits at key index q_start + i (q_start = Tk - Tq, and
+0 without a key/value cache), and may attend to keys n <= q_start + i.
+
+The core, for every batch row and head at once:
+
+    S = q k^T / sqrt(d)  [- slope_h * (m - n) for ALiBi]   masked to n <= m
+    P = softmax(S) over n
+    out = P v
+
+Backward, with D_m = sum_n P[m,n] dP[m,n] = dout_m . out_m:
+
+    dv = P^T dout,  dP = dout v^T,  dS = P * (dP - D),  dq = dS k / sqrt(d),  dk = dS^T q / sqrt(d)
+
+The full path keeps P, (B,H,Tq,Tk). The chunked path walks over blocks of `chunk` query
+rows, keeps only the row log-sum-exp (B,H,Tq), and recomputes each block's P in the
+backward, so the score memory is bounded by B*H*chunk*Tk. A block of rows also never
+looks at keys past its last row, which halves the work of a causal sequence.
+"""
+
+import numpy as np
+
+from .alibi import alibi_bias
+from .layers import linear_forward, linear_backward
+from .rope import apply_rotary, apply_rotary_backward, rotary_table_grads
+
+# 'auto' switches to the chunked path when the full score tensor would exceed this size.
+AUTO_CHUNK_BYTES = 64 * 2**20
+
+
+def use_chunked(impl, B, H, Tq, Tk, itemsize):
+    if impl == "auto":
+        return B * H * Tq * Tk * itemsize > AUTO_CHUNK_BYTES
+    if impl not in ("full", "chunked"):
+        raise ValueError(f"attention impl must be 'auto', 'full' or 'chunked', got {impl!r}")
+    return impl == "chunked"
+
+
+def _scores(q, k, slopes, q_start, row0):
+    # q (B,H,R,d) rows row0..row0+R-1 of the queries, k (B,H,K,d) keys 0..K-1 -> S (B,H,R,K) masked
+    d = q.shape[-1]
+    R, K = q.shape[-2], k.shape[-2]
+    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / np.sqrt(d))
+    q_idx = q_start + row0 + np.arange(R)
+    k_idx = np.arange(K)
+    if slopes is not None:
+        s += alibi_bias(slopes, q_idx, k_idx).astype(s.dtype)
+    causal = k_idx[None, :] <= q_idx[:, None]
+    return np.where(causal, s, -np.inf)
+
+
+def _softmax(s):
+    # s (..., K) -> P, log-sum-exp (...)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - m)
+    total = e.sum(axis=-1, keepdims=True)
+    return e / total, (m + np.log(total))[..., 0]
+
+
+def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
+    # q (B,H,Tq,d), k (B,H,Tk,d), v (B,H,Tk,d), slopes (H,) for ALiBi or None -> out (B,H,Tq,d)
+    B, H, Tq, _ = q.shape
+    Tk = k.shape[-2]
+    if not use_chunked(impl, B, H, Tq, Tk, q.itemsize):
+        p, _ = _softmax(_scores(q, k, slopes, q_start, 0))
+        out = p @ v
+        return out, ("full", q, k, v, p, out, slopes, q_start, chunk)
+    out = np.empty_like(q)
+    lse = np.empty(q.shape[:-1], dtype=q.dtype)
+    for r0 in range(0, Tq, chunk):
+        r1 = min(r0 + chunk, Tq)
+        keys = q_start + r1  # rows r0..r1-1 see keys 0..q_start+r1-1 only
+        p, lse[..., r0:r1] = _softmax(_scores(q[..., r0:r1, :], k[..., :keys, :], slopes, q_start, r0))
+        out[..., r0:r1, :] = p @ v[..., :keys, :]
+    return out, ("chunked", q, k, v, lse, out, slopes, q_start, chunk)
+
+
+def attention_backward(dout, cache):
+    # dout (B,H,Tq,d) -> dq (B,H,Tq,d), dk (B,H,Tk,d), dv (B,H,Tk,d)
+    path, q, k, v, saved, out, slopes, q_start, chunk = cache
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    D = np.sum(dout * out, axis=-1, keepdims=True)
+    if path == "full":
+        p = saved
+        dv = np.swapaxes(p, -1, -2) @ dout
+        ds = p * (dout @ np.swapaxes(v, -1, -2) - D)
+        return (ds @ k) * scale, (np.swapaxes(ds, -1, -2) @ q) * scale, dv
+    lse = saved
+    dq = np.empty_like(q)
+    dk = np.zeros_like(k)
+    dv = np.zeros_like(v)
+    for r0 in range(0, q.shape[-2], chunk):
+        r1 = min(r0 + chunk, q.shape[-2])
+        keys = q_start + r1
+        qc, doc = q[..., r0:r1, :], dout[..., r0:r1, :]
+        p = np.exp(_scores(qc, k[..., :keys, :], slopes, q_start, r0) - lse[..., r0:r1, None])
+        dv[..., :keys, :] += np.swapaxes(p, -1, -2) @ doc
+        ds = p * (doc @ np.swapaxes(v[..., :keys, :], -1, -2) - D[..., r0:r1, :])
+        dq[..., r0:r1, :] = (ds @ k[..., :keys, :]) * scale
+        dk[..., :keys, :] += (np.swapaxes(ds, -1, -2) @ qc) * scale
+    return dq, dk, dv
+
+
+# --- the layer: fused QKV projection, position embedding, core, output projection ----------
+
+def split_heads(x, n_head):
+    # (B,T,C) -> (B,H,T,d)
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    # (B,H,T,d) -> (B,T,C)
+    B, H, T, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * d)
+
+
+def self_attention_forward(x, wqkv, wo, n_head, cos=None, sin=None, slopes=None,
+                           past=None, impl="auto", chunk=128):
+    # x (B,T,C), wqkv (C,3C), wo (C,C); cos/sin (T,d/2) or (H,T,d/2) rotate q and k (RoPE, FoPE);
+    # slopes (H,) bias the scores (ALiBi); past = (k, v) each (B,H,Tp,d) already rotated, or None
+    # -> out (B,T,C), cache; cache["present"] = (k, v) (B,H,Tp+T,d) for the next decoding step
+    qkv, qkv_cache = linear_forward(x, wqkv)
+    q, k, v = (split_heads(t, n_head) for t in np.split(qkv, 3, axis=-1))
+    if cos is not None:
+        q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    else:
+        q_rot, k_rot = q, k
+    q_start = 0
+    if past is not None:
+        q_start = past[0].shape[-2]
+        k_rot = np.concatenate([past[0], k_rot], axis=-2)
+        v = np.concatenate([past[1], v], axis=-2)
+    y, core_cache = attention_forward(q_rot, k_rot, v, slopes, q_start, impl, chunk)
+    out, out_cache = linear_forward(merge_heads(y), wo)
+    cache = dict(qkv=qkv_cache, core=core_cache, out=out_cache, q=q, k=k, cos=cos, sin=sin,
+                 n_head=n_head, q_start=q_start, present=(k_rot, v))
+    return out, cache
+
+
+def self_attention_backward(dout, cache, table_grads=False):
+    # dout (B,T,C) -> dx (B,T,C), dwqkv (C,3C), dwo (C,C), dcos, dsin (H,T,d/2) or None
+    # (dcos, dsin are returned when table_grads: learnable FoPE needs them; q and k share the
+    # tables, so their two contributions add up.)
+    if cache["q_start"]:
+        raise RuntimeError("backward through a key/value cache is not supported")
+    dy, dwo = linear_backward(dout, cache["out"])
+    dq_rot, dk_rot, dv = attention_backward(split_heads(dy, cache["n_head"]), cache["core"])
+    cos, sin = cache["cos"], cache["sin"]
+    dcos = dsin = None
+    if cos is not None:
+        if table_grads:
+            dcos_q, dsin_q = rotary_table_grads(cache["q"], dq_rot)
+            dcos_k, dsin_k = rotary_table_grads(cache["k"], dk_rot)
+            dcos, dsin = dcos_q + dcos_k, dsin_q + dsin_k
+        dq, dk = apply_rotary_backward(dq_rot, cos, sin), apply_rotary_backward(dk_rot, cos, sin)
+    else:
+        dq, dk = dq_rot, dk_rot
+    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
+    dx, dwqkv = linear_backward(dqkv, cache["qkv"])
+    return dx, dwqkv, dwo, dcos, dsin

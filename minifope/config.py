@@ -1,0 +1,107 @@
+"""GPTConfig: every size and switch of the model in one dataclass."""
+
+from dataclasses import dataclass, fields, asdict
+
+POSITION_EMBEDDINGS = ("rope", "fope", "alibi", "nope")
+ATTENTION_IMPLS = ("auto", "full", "chunked")
+FOPE_ZERO_FREQ = ("identity", "authors")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class GPTConfig:
+    """The model: an OLMo-style pre-norm decoder (RMSNorm, SwiGLU, no biases, untied head).
+
+    pe              position embedding: 'rope' | 'fope' | 'alibi' | 'nope'
+    train_len       N, the training length; FoPE's clip floor is 2*pi/N
+    rope_theta      theta of w_j = theta^(-2j/d)
+    fope_sigma      sigma, the gain of FoPE's Gaussian coefficient noise (fope-spec section 3)
+    fope_dim        D, the number of dims the FoPE frequency set is computed over; 0 means head_dim
+    fope_learnable  train the FoPE coefficients instead of keeping them fixed at init
+    fope_zero_freq  what the non-rotating pairs get: 'identity' (cos=1, sin=0, the paper's
+                    zero frequency) or 'authors' (cos=1, sin=1, the authors' padding)
+    d_ff            SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 8
+    attn_impl       'auto' | 'full' | 'chunked' (query-chunked attention for long sequences)
+    attn_chunk      query rows per chunk on the chunked path
+    """
+
+    vocab_size: int = 65
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    train_len: int = 256
+    pe: str = "rope"
+    rope_theta: float = 10000.0
+    fope_sigma: float = 0.3
+    fope_dim: int = 0
+    fope_learnable: bool = False
+    fope_zero_freq: str = "identity"
+    d_ff: int = 0
+    attn_impl: str = "auto"
+    attn_chunk: int = 128
+    init_std: float = 0.02
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def hidden_dim(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        return -(-(8 * self.d_model // 3) // 8) * 8
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that is not allowed, and what is."""
+        for name in ("vocab_size", "n_layer", "n_head", "d_model", "train_len", "attn_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("fope_dim", "d_ff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 means the default), got {value!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.head_dim % 2:
+            raise ValueError(
+                f"head_dim = d_model / n_head = {self.head_dim} must be even "
+                "(rotations act on pairs of dimensions)")
+        if self.pe not in POSITION_EMBEDDINGS:
+            raise ValueError(f"pe must be one of {', '.join(POSITION_EMBEDDINGS)}; got {self.pe!r}")
+        if self.attn_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attn_impl must be one of {', '.join(ATTENTION_IMPLS)}; got {self.attn_impl!r}")
+        if self.fope_zero_freq not in FOPE_ZERO_FREQ:
+            raise ValueError(
+                f"fope_zero_freq must be one of {', '.join(FOPE_ZERO_FREQ)}; got {self.fope_zero_freq!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.fope_dim and (self.fope_dim % 2 or self.fope_dim < self.head_dim):
+            raise ValueError(
+                f"fope_dim must be 0 (meaning head_dim = {self.head_dim}) or an even number "
+                f">= head_dim, got {self.fope_dim}")
+        if not self.rope_theta > 1.0:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta!r}")
+        if not self.fope_sigma >= 0.0:
+            raise ValueError(f"fope_sigma must be >= 0, got {self.fope_sigma!r}")
+        if not self.init_std > 0.0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        """Build a config from a dict, refusing keys that are not fields."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,191 @@
+"""The GPT: an OLMo-style pre-norm decoder with hand-written backward.
+
+    x = wte[idx]
+    for each block:  x = x + attn(rmsnorm(x));  x = x + swiglu(rmsnorm(x))
+    logits = rmsnorm(x) @ lm_head
+
+No biases, untied embedding and head. The position embedding (RoPE, FoPE, ALiBi or none)
+acts only inside attention, on queries and keys (RoPE, FoPE) or on the scores (ALiBi).
+
+Parameter names (the keys of `params` and `grads`), each (shape):
+    wte (V,C)
+    blocks.{l}.norm1 (C,)   blocks.{l}.attn.wqkv (C,3C)   blocks.{l}.attn.wo (C,C)
+    blocks.{l}.norm2 (C,)   blocks.{l}.mlp.w_in (C,2F)    blocks.{l}.mlp.w_out (F,C)
+    blocks.{l}.fope.ccos, blocks.{l}.fope.csin (H,F_w,J)  only with pe='fope', fope_learnable
+    norm_f (C,)   lm_head (C,V)
+Fixed FoPE coefficients live in `buffers` under the same names.
+"""
+
+import math
+
+import numpy as np
+
+from .alibi import alibi_slopes
+from .attention import self_attention_forward, self_attention_backward
+from .config import GPTConfig
+from .fope import (fope_coefficients, fope_coefficient_grads, fope_frequencies,
+                   fope_num_rotating_pairs, fope_tables)
+from .layers import (cross_entropy_forward, cross_entropy_backward, embedding_forward,
+                     embedding_backward, linear_forward, linear_backward, rmsnorm_forward,
+                     rmsnorm_backward, swiglu_forward, swiglu_backward)
+from .rope import rope_frequencies, rope_tables
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, one (k, v) per block, each (B,H,T,d).
+
+    Pass the same KVCache to successive `GPT.forward` calls to decode incrementally:
+    each call appends its positions, and queries attend to everything cached.
+    """
+
+    def __init__(self, n_layer):
+        self.layers = [None] * n_layer
+
+    @property
+    def length(self):
+        return 0 if self.layers[0] is None else self.layers[0][0].shape[-2]
+
+
+class GPT:
+    def __init__(self, config: GPTConfig):
+        config.validate()
+        self.config = config
+        self.dtype = np.dtype(config.dtype)
+        rng = np.random.default_rng(config.seed)
+        C, V, L, H = config.d_model, config.vocab_size, config.n_layer, config.n_head
+        std, out_std = config.init_std, config.init_std / math.sqrt(2 * L)
+
+        def normal(shape, s):
+            # drawn in float64 so float32 and float64 models start from the same numbers
+            return (s * rng.standard_normal(shape)).astype(self.dtype)
+
+        params, buffers = {}, {}
+        params["wte"] = normal((V, C), std)
+        if config.pe == "fope":
+            self.fope_w = fope_frequencies(config.head_dim, config.rope_theta,
+                                           config.train_len, config.fope_dim)
+            self.fope_J = fope_num_rotating_pairs(config.head_dim, len(self.fope_w))
+        for l in range(L):
+            p = f"blocks.{l}."
+            params[p + "norm1"] = np.ones(C, dtype=self.dtype)
+            params[p + "attn.wqkv"] = normal((C, 3 * C), std)
+            params[p + "attn.wo"] = normal((C, C), out_std)
+            params[p + "norm2"] = np.ones(C, dtype=self.dtype)
+            params[p + "mlp.w_in"] = normal((C, 2 * config.hidden_dim), std)
+            params[p + "mlp.w_out"] = normal((config.hidden_dim, C), out_std)
+            if config.pe == "fope":
+                ccos, csin = fope_coefficients(rng, H, len(self.fope_w), self.fope_J,
+                                               config.fope_sigma)
+                store = params if config.fope_learnable else buffers
+                store[p + "fope.ccos"] = ccos.astype(self.dtype)
+                store[p + "fope.csin"] = csin.astype(self.dtype)
+        params["norm_f"] = np.ones(C, dtype=self.dtype)
+        params["lm_head"] = normal((C, V), std)
+        self.params, self.buffers = params, buffers
+        self.grads = {name: np.zeros_like(value) for name, value in params.items()}
+        self.rope_w = rope_frequencies(config.head_dim, config.rope_theta)
+        self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
+        self._cache = None
+
+    def num_params(self):
+        return sum(p.size for p in self.params.values())
+
+    def coefficient(self, name):
+        """A FoPE coefficient tensor, whether learnable (params) or fixed (buffers)."""
+        return self.params[name] if name in self.params else self.buffers[name]
+
+    def rotary_tables(self, l, positions):
+        """COS, SIN for block l at `positions`: (T,d/2) for RoPE, (H,T,d/2) for FoPE, None otherwise."""
+        pe = self.config.pe
+        if pe == "rope":
+            cos, sin = rope_tables(positions, self.rope_w)
+        elif pe == "fope":
+            p = f"blocks.{l}.fope."
+            cos, sin = fope_tables(positions, self.fope_w, self.coefficient(p + "ccos"),
+                                   self.coefficient(p + "csin"), self.config.head_dim,
+                                   self.config.fope_zero_freq)
+        else:
+            return None, None
+        return cos.astype(self.dtype), sin.astype(self.dtype)
+
+    def _check_tokens(self, name, a, allow_ignore=False):
+        a = np.asarray(a)
+        if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be a 2-D integer array (B, T), got shape {a.shape} "
+                             f"of {a.dtype}")
+        low = -1 if allow_ignore else 0
+        if a.size and (a.min() < low or a.max() >= self.config.vocab_size):
+            raise ValueError(f"{name} holds values outside [{low}, {self.config.vocab_size})")
+        return a
+
+    def forward(self, idx, targets=None, pos_offset=0, kv_cache=None):
+        """idx (B,T) ints -> (logits (B,T,V), loss float or None without targets).
+
+        Positions run from pos_offset (plus what kv_cache already holds). With a KVCache the
+        call appends to it and cannot be followed by backward().
+        """
+        cfg = self.config
+        idx = self._check_tokens("idx", idx)
+        if targets is not None:
+            targets = self._check_tokens("targets", targets, allow_ignore=True)
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {targets.shape} differs from idx shape {idx.shape}")
+        T = idx.shape[1]
+        start = pos_offset + (kv_cache.length if kv_cache is not None else 0)
+        positions = start + np.arange(T)
+        P = self.params
+
+        x, emb_cache = embedding_forward(idx, P["wte"])
+        block_caches = []
+        for l in range(cfg.n_layer):
+            p = f"blocks.{l}."
+            cos, sin = self.rotary_tables(l, positions)
+            h, n1 = rmsnorm_forward(x, P[p + "norm1"])
+            past = kv_cache.layers[l] if kv_cache is not None else None
+            a, attn = self_attention_forward(h, P[p + "attn.wqkv"], P[p + "attn.wo"], cfg.n_head,
+                                             cos, sin, self.slopes, past, cfg.attn_impl,
+                                             cfg.attn_chunk)
+            if kv_cache is not None:
+                kv_cache.layers[l] = attn["present"]
+            x = x + a
+            h, n2 = rmsnorm_forward(x, P[p + "norm2"])
+            m, mlp = swiglu_forward(h, P[p + "mlp.w_in"], P[p + "mlp.w_out"])
+            x = x + m
+            block_caches.append((n1, attn, n2, mlp))
+        h, nf = rmsnorm_forward(x, P["norm_f"])
+        logits, head = linear_forward(h, P["lm_head"])
+
+        loss = None
+        self._cache = None
+        if targets is not None:
+            loss, ce = cross_entropy_forward(logits, targets)
+            if kv_cache is None:
+                self._cache = (emb_cache, block_caches, nf, head, ce, positions)
+        return logits, loss
+
+    def backward(self):
+        """Fill self.grads with d loss / d param for the last forward that had targets."""
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward(idx, targets) without kv_cache first")
+        cfg, G = self.config, self.grads
+        emb_cache, block_caches, nf, head, ce, positions = self._cache
+        learn_fope = cfg.pe == "fope" and cfg.fope_learnable
+
+        (dlogits,) = cross_entropy_backward(1.0, ce)
+        dh, G["lm_head"][...] = linear_backward(dlogits, head)
+        dx, G["norm_f"][...] = rmsnorm_backward(dh, nf)
+        for l in reversed(range(cfg.n_layer)):
+            p = f"blocks.{l}."
+            n1, attn, n2, mlp = block_caches[l]
+            dh, G[p + "mlp.w_in"][...], G[p + "mlp.w_out"][...] = swiglu_backward(dx, mlp)
+            dres, G[p + "norm2"][...] = rmsnorm_backward(dh, n2)
+            dx += dres  # x feeds both the residual and the MLP branch
+            dh, G[p + "attn.wqkv"][...], G[p + "attn.wo"][...], dcos, dsin = \
+                self_attention_backward(dx, attn, table_grads=learn_fope)
+            if learn_fope:
+                G[p + "fope.ccos"][...], G[p + "fope.csin"][...] = fope_coefficient_grads(
+                    dcos, dsin, positions, self.fope_w, self.fope_J)
+            dres, G[p + "norm1"][...] = rmsnorm_backward(dh, n1)
+            dx += dres
+        (G["wte"][...],) = embedding_backward(dx, emb_cache)
+        return G
