@@ -20,6 +20,8 @@ backward, so the score memory is bounded by B*H*chunk*Tk. A block of rows also n
 looks at keys past its last row, which halves the work of a causal sequence.
 """
 
+import math
+
 import numpy as np
 
 from .alibi import alibi_bias
@@ -42,7 +44,7 @@ def _scores(q, k, slopes, q_start, row0):
     # q (B,H,R,d) rows row0..row0+R-1 of the queries, k (B,H,K,d) keys 0..K-1 -> S (B,H,R,K) masked
     d = q.shape[-1]
     R, K = q.shape[-2], k.shape[-2]
-    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / np.sqrt(d))
+    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(d))
     q_idx = q_start + row0 + np.arange(R)
     k_idx = np.arange(K)
     if slopes is not None:
@@ -80,7 +82,7 @@ def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
 def attention_backward(dout, cache):
     # dout (B,H,Tq,d) -> dq (B,H,Tq,d), dk (B,H,Tk,d), dv (B,H,Tk,d)
     path, q, k, v, saved, out, slopes, q_start, chunk = cache
-    scale = 1.0 / np.sqrt(q.shape[-1])
+    scale = 1.0 / math.sqrt(q.shape[-1])
     D = np.sum(dout * out, axis=-1, keepdims=True)
     if path == "full":
         p = saved
