@@ -108,3 +108,26 @@ def numerical_gradient(f, x, index, eps=1e-6):
     minus = f()
     x[index] = saved
     return (plus - minus) / (2 * eps)
+
+
+def check_model(config, batch_size=2, seq_len=9, pos_offset=3, seed=0, tol=1e-8, verbose=True):
+    """Check every parameter gradient of GPT(config) against autograd of reference.gpt_loss.
+
+    Uses a random batch (fixed by seed) whose first target is ignored (-1). Returns
+    (ok, largest relative error over all tensors). config.dtype should be 'float64'.
+    """
+    from . import reference
+    from .model import GPT
+
+    model = GPT(config)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, config.vocab_size, (batch_size, seq_len))
+    targets = rng.integers(0, config.vocab_size, (batch_size, seq_len))
+    targets[0, 0] = -1
+    model.forward(idx, targets, pos_offset)
+    model.backward()
+    ref = autograd.grad(reference.gpt_loss)(model.params, model.buffers, config, idx, targets,
+                                            pos_offset)
+    ok = check_gradients(model.grads, ref, tol, verbose)
+    worst = max(relative_error(model.grads[n], ref[n]) for n in ref)
+    return ok, worst
