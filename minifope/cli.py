@@ -8,6 +8,8 @@ into a UserError.
 import argparse
 import sys
 
+import numpy as np
+
 from .errors import UserError
 
 
@@ -43,9 +45,151 @@ def cmd_gradcheck(args):
     return 0 if all_ok else 1
 
 
+MODEL_FLAGS = {  # flag dest -> GPTConfig field
+    "pe": "pe", "d_model": "d_model", "n_layer": "n_layer", "n_head": "n_head",
+    "train_len": "train_len", "dtype": "dtype", "rope_theta": "rope_theta",
+    "fope_sigma": "fope_sigma", "fope_dim": "fope_dim", "fope_learnable": "fope_learnable",
+}
+TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
+               "eval_interval", "eval_batches", "seed")
+
+
+def read_corpus(data):
+    """'shakespeare' -> the embedded plays (train, val); a path -> that file, last 10% held out."""
+    from .data import load_text, shakespeare, split_text
+
+    if data == "shakespeare":
+        return shakespeare()
+    return split_text(load_text(data))
+
+
+def cmd_train(args):
+    import dataclasses
+
+    from .checkpoint import checkpoint_path, load_checkpoint
+    from .config import GPTConfig
+    from .sample import generate
+    from .train import TrainConfig, train
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    model_fields = dataclasses.asdict(GPTConfig())
+    train_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    data = given.get("data", "shakespeare")
+    if args.resume:
+        saved, _, state, _ = load_checkpoint(checkpoint_path(args.out))
+        model_fields = saved.config.to_dict()
+        train_fields.update(state.get("train_config", {}))
+        data = given.get("data", state.get("data") or "shakespeare")
+    model_fields.update({MODEL_FLAGS[k]: v for k, v in given.items() if k in MODEL_FLAGS})
+    train_fields.update({k: v for k, v in given.items() if k in TRAIN_FLAGS})
+    model_fields["seed"] = train_fields["seed"]
+    model_config = make_config(**model_fields)
+    try:
+        train_config = TrainConfig(**train_fields)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.overwrite and not args.resume:
+        _remove_previous_run(args.out)
+    train_text, val_text = read_corpus(data)
+    model, history = train(model_config, train_text, val_text, train_config, out_dir=args.out,
+                           resume=args.resume, data_name=data, progress=not args.quiet)
+    print(f"final validation loss {history['val_loss'][-1]:.4f} nats/char "
+          f"({model.num_params():,} parameters); checkpoint in {checkpoint_path(args.out)}")
+    if args.sample_chars:
+        _, tokenizer, _, _ = load_checkpoint(checkpoint_path(args.out))
+        prompt = tokenizer.encode("\n")[None] if "\n" in tokenizer.chars else np.zeros((1, 1), np.int64)
+        ids = generate(model, prompt, args.sample_chars, temperature=0.8, seed=train_config.seed)
+        print("\n--- sample ---" + tokenizer.decode(ids[0]))
+    return 0
+
+
+def _remove_previous_run(out):
+    from pathlib import Path
+
+    from .checkpoint import CKPT_NAME
+    from .train import LOG_NAME
+
+    for name in (CKPT_NAME, LOG_NAME):
+        path = Path(out) / name
+        if path.exists():
+            path.unlink()
+
+
+def cmd_sample(args):
+    from .checkpoint import load_checkpoint
+    from .sample import generate
+
+    model, tokenizer, _, _ = load_checkpoint(args.ckpt)
+    prompt = args.prompt if args.prompt is not None else "\n"
+    if prompt == "":
+        raise UserError("--prompt is empty: give at least one character")
+    ids = tokenizer.encode(prompt)[None]
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+
+    def show(token):
+        sys.stdout.write(tokenizer.decode(token))
+        sys.stdout.flush()
+
+    generate(model, ids, args.chars, temperature=args.temperature, top_k=args.top_k,
+             seed=args.seed, on_token=show)
+    sys.stdout.write("\n")
+    return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m minifope", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="python -m minifope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("train", help="train a character-level GPT and save DIR/ckpt.npz",
+                       description="Train a character-level GPT. Unset options take the defaults "
+                       "(or, with --resume, the checkpoint's values).")
+    p.add_argument("--data", help="'shakespeare' (the default: the embedded plays) or a UTF-8 text file")
+    p.add_argument("--out", default="runs/shakespeare", help="run folder for ckpt.npz and log.jsonl "
+                   "(default: runs/shakespeare)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    g = p.add_argument_group("model")
+    g.add_argument("--pe", choices=["rope", "fope", "alibi", "nope"], help="position embedding (rope)")
+    g.add_argument("--d-model", type=int)
+    g.add_argument("--n-layer", type=int)
+    g.add_argument("--n-head", type=int)
+    g.add_argument("--train-len", type=int, help="training length N in characters")
+    g.add_argument("--dtype", choices=["float32", "float64"])
+    g.add_argument("--rope-theta", type=float)
+    g.add_argument("--fope-sigma", type=float)
+    g.add_argument("--fope-dim", type=int, help="D: FoPE's frequency set is computed over D dims")
+    g.add_argument("--fope-learnable", action="store_const", const=True)
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
+    g.add_argument("--warmup", type=int, help="linear warmup steps")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--grad-clip", type=float, help="global gradient norm clip (0: off)")
+    g.add_argument("--eval-interval", type=int)
+    g.add_argument("--eval-batches", type=int)
+    g.add_argument("--seed", type=int, help="fixes the init and the batch order")
+    p.add_argument("--sample-chars", type=int, default=300, help="print a sample this long at the end (0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--ckpt", required=True, help="run folder (or .npz file) to load")
+    p.add_argument("--prompt", help="text to continue (default: a newline)")
+    p.add_argument("--chars", type=int, default=500, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely characters only")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "fope-learnable", "alibi", "nope"],
@@ -63,6 +207,6 @@ def main(argv=None):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130

@@ -29,7 +29,7 @@ class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
-    train_len: int = 256
+    train_len: int = 128
     pe: str = "rope"
     rope_theta: float = 10000.0
     fope_sigma: float = 0.3

@@ -45,6 +45,11 @@ class KVCache:
     def length(self):
         return 0 if self.layers[0] is None else self.layers[0][0].shape[-2]
 
+    def crop(self, max_len):
+        """Keep only the last max_len positions (a sliding attention window)."""
+        if self.length > max_len:
+            self.layers = [(k[..., -max_len:, :], v[..., -max_len:, :]) for k, v in self.layers]
+
 
 class GPT:
     def __init__(self, config: GPTConfig):

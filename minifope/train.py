@@ -1,0 +1,260 @@
+"""The trainer: one loop, no framework. Random windows of text, AdamW, warmup + cosine.
+
+    model, history = train(GPTConfig(pe="fope"), train_text, val_text, TrainConfig(steps=500))
+
+Each step: a batch of `batch_size` random windows of `train_len + 1` characters, forward,
+backward, global-norm clipping, AdamW at the scheduled learning rate. Every
+`eval_interval` steps (and at the end) the validation loss is measured on fixed windows
+of the validation text and, given an `out_dir`, the checkpoint DIR/ckpt.npz is rewritten
+atomically and the metrics are appended to DIR/log.jsonl.
+
+Reproducible: `seed` fixes the model's init (GPTConfig.seed is set to it) and the order of
+the batches. The batch RNG's state is saved with the checkpoint, so a run stopped and
+resumed draws the same batches as one that never stopped. Ctrl-C finishes the current
+step, saves, and raises KeyboardInterrupt. A NaN or inf loss stops the run before
+anything is saved, so the last good checkpoint stays on disk.
+"""
+
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint, save_checkpoint
+from .config import GPTConfig
+from .data import CharTokenizer, get_batch
+from .errors import UserError
+from .model import GPT
+from .optim import AdamW, clip_grad_norm, lr_schedule
+
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """How to train. The defaults train the default model on a 2-core laptop in minutes."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int | None = None  # None: min(100, steps // 10)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 16
+    log_interval: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.warmup is None and isinstance(self.steps, int):
+            self.warmup = min(100, self.steps // 10)
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.warmup <= self.steps:
+            raise ValueError(f"warmup must lie in [0, steps={self.steps}], got {self.warmup}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 turns clipping off)")
+
+
+def no_decay(name, param):
+    """Weight decay only on matrices, and never on FoPE coefficients: decay would pull their
+    step identity toward zero, which means no rotation rather than the initial series."""
+    return param.ndim < 2 or ".fope." in name
+
+
+def eval_windows(n_tokens, train_len, count):
+    """Start offsets of `count` windows of train_len + 1 tokens, spread evenly over the text."""
+    return np.linspace(0, n_tokens - train_len - 1, count).astype(np.int64)
+
+
+def evaluate(model, data, batch_size, n_batches):
+    """Mean loss over fixed, evenly spread windows of `data` (the same windows every time)."""
+    T = model.config.train_len
+    starts = eval_windows(len(data), T, batch_size * n_batches)
+    offsets = np.arange(T + 1)
+    losses = []
+    for chunk in np.split(starts, n_batches):
+        windows = data[chunk[:, None] + offsets]
+        losses.append(model.forward(windows[:, :-1], windows[:, 1:])[1])
+    return float(np.mean(losses))
+
+
+class _StopOnSigint:
+    """Turn Ctrl-C into a flag checked between steps, so no step is left half applied."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _read_log(out_dir, up_to_step):
+    path = Path(out_dir) / LOG_NAME
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= up_to_step]
+
+
+def _history_from(records):
+    history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    for r in records:
+        if "loss" in r:
+            history["step"].append(r["step"])
+            history["loss"].append(r["loss"])
+        if "val_loss" in r:
+            history["val_step"].append(r["step"])
+            history["val_loss"].append(r["val_loss"])
+    return history
+
+
+def _check_resume(saved_model, saved_train, model_config, train_config, data_name, saved_data):
+    conflicts = []
+    for name, value in dataclasses.asdict(model_config).items():
+        if name not in ("vocab_size", "attn_impl", "attn_chunk") and saved_model[name] != value:
+            conflicts.append(f"{name}: checkpoint {saved_model[name]!r}, asked {value!r}")
+    for name, value in dataclasses.asdict(train_config).items():
+        if name not in ("steps", "eval_interval", "log_interval") and saved_train[name] != value:
+            conflicts.append(f"{name}: checkpoint {saved_train[name]!r}, asked {value!r}")
+    if data_name is not None and saved_data is not None and data_name != saved_data:
+        conflicts.append(f"data: checkpoint {saved_data!r}, asked {data_name!r}")
+    if conflicts:
+        raise UserError("--resume with a config that differs from the checkpoint: "
+                        + "; ".join(conflicts) + ". Drop those options or train into a new --out")
+
+
+def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
+          tokenizer=None, data_name=None, progress=True):
+    """Train a GPT on `train_text`, validating on `val_text`; return (model, history).
+
+    history: dict of lists, "step"/"loss" (training loss every log_interval steps) and
+    "val_step"/"val_loss". With out_dir, checkpoints and log.jsonl go there; resume=True
+    continues from out_dir/ckpt.npz (the configs must agree; steps may grow). Without
+    resume, an existing checkpoint in out_dir is never overwritten: UserError instead.
+    """
+    tc = train_config or TrainConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / CKPT_NAME if out is not None else None
+    state, optim_state = {}, {}
+    if resume:
+        if ckpt is None or not ckpt.exists():
+            raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
+        model, tokenizer, state, optim_state = load_checkpoint(ckpt)
+        _check_resume(model.config.to_dict(), state.get("train_config", {}),
+                      dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
+                                          seed=tc.seed),
+                      tc, data_name, state.get("data"))
+        model.config.attn_impl, model.config.attn_chunk = model_config.attn_impl, model_config.attn_chunk
+    else:
+        if ckpt is not None and ckpt.exists():
+            raise UserError(f"{ckpt} already exists: pass --resume to continue it, or choose "
+                            "another --out")
+        tokenizer = tokenizer or CharTokenizer.from_text(train_text + val_text)
+        model = GPT(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, seed=tc.seed))
+
+    T = model.config.train_len
+    train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    for name, data in (("training", train_data), ("validation", val_data)):
+        if len(data) < T + 1:
+            raise UserError(f"the {name} text has {len(data)} characters; train_len={T} needs at "
+                            f"least {T + 1}. Use a longer text or a smaller --train-len")
+
+    optim = AdamW(model.params, lr=tc.lr, weight_decay=tc.weight_decay, no_decay=no_decay)
+    rng = np.random.default_rng(tc.seed)
+    step = 0
+    records = []
+    if resume:
+        optim.load_state_dict(optim_state)
+        rng.bit_generator.state = state["rng"]
+        step = state["step"]
+        records = _read_log(out, step)
+        atomic_write(out / LOG_NAME, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+    def save():
+        if ckpt is not None:
+            save_checkpoint(ckpt, model, tokenizer, dict(
+                step=step, rng=rng.bit_generator.state, train_config=dataclasses.asdict(tc),
+                data=data_name), optim.state_dict())
+
+    def log(record):
+        records.append(record)
+        if out is not None:
+            with open(out / LOG_NAME, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def diverged(what, value, at_step):
+        kept = f"; the last good checkpoint is kept in {ckpt}" if ckpt and ckpt.exists() else ""
+        return UserError(f"{what} became {value} at step {at_step}{kept}. Lower --lr (now {tc.lr}) "
+                         "or --grad-clip")
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    chars_per_step = tc.batch_size * T
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc=f"train {model.config.pe}",
+               unit="step", dynamic_ncols=True)
+    val_loss = None
+    # Overflow shows up as a non-finite loss, which stops the run with one clear message
+    # below; NumPy's own warnings about it would only bury that message.
+    with _StopOnSigint() as sigint, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while step < tc.steps:
+            t0 = time.perf_counter()
+            lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
+            x, y = get_batch(train_data, tc.batch_size, T, rng)
+            _, loss = model.forward(x, y)
+            if not math.isfinite(loss):
+                bar.close()
+                raise diverged("the training loss", loss, step + 1)
+            model.backward()
+            grad_norm = clip_grad_norm(model.grads, tc.grad_clip)
+            optim.step(model.grads, lr)
+            step += 1
+            rate = chars_per_step / (time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-",
+                            chars_s=f"{rate:,.0f}")
+            record = {"step": step}
+            if step % tc.log_interval == 0:
+                record.update(loss=loss, lr=lr, grad_norm=grad_norm, chars_per_s=rate)
+            if step % tc.eval_interval == 0 or step == tc.steps:
+                val_loss = evaluate(model, val_data, tc.batch_size, tc.eval_batches)
+                if not math.isfinite(val_loss):
+                    bar.close()
+                    raise diverged("the validation loss", val_loss, step)
+                record["val_loss"] = val_loss
+                bar.write(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f}")
+            if len(record) > 1:
+                log(record)
+            if "val_loss" in record:
+                save()
+            if sigint.requested:
+                save()
+                bar.close()
+                where = f"; checkpoint saved in {ckpt}, continue with --resume" if ckpt else ""
+                raise KeyboardInterrupt(f"stopped at step {step}{where}")
+    bar.close()
+    return model, _history_from(records)

@@ -1,0 +1,153 @@
+"""Every user mistake, through the real CLI: one line on stderr, exit status 2, nothing on disk changed."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "KING:\nWhat news, my lord? Speak, and be brief.\n\nLORD:\nThe day is ours.\n\n" * 30
+TINY = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "16", "--batch-size", "4",
+        "--eval-batches", "2", "--eval-interval", "5", "--quiet", "--sample-chars", "0"]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "minifope", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def assert_user_error(result, *words):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real tiny run: its folder holds ckpt.npz and log.jsonl."""
+    folder = tmp_path_factory.mktemp("runs")
+    data = folder / "play.txt"
+    data.write_text(TEXT)
+    run = folder / "run"
+    result = cli("train", "--data", data, "--out", run, "--steps", "10", *TINY)
+    assert result.returncode == 0, result.stderr
+    return run, data
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "play.txt"
+    path.write_text(TEXT)
+    return path
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["does not exist"]),
+    (b"", ["empty"]),
+    (b"\x00\x01\x02binary\x00data" * 10, ["binary"]),
+    ("caf\u00e9 na\u00efve ".encode("latin-1") * 50, ["UTF-8"]),
+    (b"too short", ["train_len=16 needs at least 17"]),
+])
+def test_bad_data_file_is_refused(tmp_path, content, words):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
+    result = cli("train", "--data", path, "--out", tmp_path / "run", "--steps", "5", *TINY)
+    assert_user_error(result, *words)
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+def test_a_directory_as_data_is_refused(tmp_path):
+    assert_user_error(cli("train", "--data", tmp_path, "--out", tmp_path / "run", *TINY), str(tmp_path))
+
+
+def test_unknown_pe_is_refused(tmp_path, data_file):
+    assert_user_error(cli("train", "--data", data_file, "--pe", "sinusoid", "--out", tmp_path / "r"),
+                      "sinusoid")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--d-model", "30", "--n-head", "4"], ["d_model", "divisible"]),
+    (["--n-layer", "0"], ["n_layer"]),
+    (["--batch-size", "0"], ["batch_size"]),
+    (["--steps", "-3"], ["steps"]),
+    (["--train-len", "-1"], ["train_len"]),
+    (["--lr", "-0.1"], ["lr"]),
+])
+def test_impossible_sizes_are_refused(tmp_path, data_file, flags, words):
+    result = cli("train", "--data", data_file, "--out", tmp_path / "r", "--quiet", *flags)
+    assert_user_error(result, *words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    assert_user_error(cli("sample", "--ckpt", tmp_path / "nowhere"), "no checkpoint")
+
+
+def test_truncated_checkpoint_is_refused(tmp_path, trained):
+    run, _ = trained
+    bad = tmp_path / "ckpt.npz"
+    bad.write_bytes((run / "ckpt.npz").read_bytes()[:2000])
+    assert_user_error(cli("sample", "--ckpt", bad), "truncated or corrupt")
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "ckpt.npz"
+    bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)
+    assert_user_error(cli("sample", "--ckpt", bad), "truncated or corrupt")
+
+
+def test_an_npz_that_is_not_a_checkpoint_is_refused(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "ckpt.npz"
+    np.savez(bad, weights=np.zeros(3))
+    assert_user_error(cli("sample", "--ckpt", bad), "not a minifope checkpoint")
+
+
+def test_resume_with_a_conflicting_config_is_refused_and_changes_nothing(trained):
+    run, data = trained
+    before = snapshot(run)
+    result = cli("train", "--data", data, "--out", run, "--resume", "--d-model", "32", "--quiet")
+    assert_user_error(result, "d_model", "checkpoint 16", "asked 32")
+    assert snapshot(run) == before
+
+
+def test_training_into_an_existing_run_without_resume_is_refused(trained):
+    run, data = trained
+    before = snapshot(run)
+    assert_user_error(cli("train", "--data", data, "--out", run, "--steps", "10", *TINY), "--resume")
+    assert snapshot(run) == before
+
+
+def test_prompt_outside_the_vocabulary_names_the_characters(trained):
+    run, _ = trained
+    result = cli("sample", "--ckpt", run, "--prompt", "KING: \u00e9t\u00e9 \u2014 x")
+    assert_user_error(result, "'\u00e9'", "'\u2014'")
+
+
+def test_sample_continues_the_prompt(trained):
+    run, _ = trained
+    result = cli("sample", "--ckpt", run, "--prompt", "KING:", "--chars", "40", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("KING:") and len(result.stdout) >= 45
+    again = cli("sample", "--ckpt", run, "--prompt", "KING:", "--chars", "40", "--seed", "1")
+    assert again.stdout == result.stdout
+
+
+def test_resume_continues_to_more_steps(tmp_path, data_file):
+    run = tmp_path / "run"
+    assert cli("train", "--data", data_file, "--out", run, "--steps", "5", *TINY).returncode == 0
+    result = cli("train", "--out", run, "--resume", "--steps", "10", "--quiet", "--sample-chars", "0")
+    assert result.returncode == 0, result.stderr
+    assert "final validation loss" in result.stdout
