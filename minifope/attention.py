@@ -137,7 +137,7 @@ def self_attention_forward(x, wqkv, wo, n_head, cos=None, sin=None, slopes=None,
         v = np.concatenate([past[1], v], axis=-2)
     y, core_cache = attention_forward(q_rot, k_rot, v, slopes, q_start, impl, chunk)
     out, out_cache = linear_forward(merge_heads(y), wo)
-    cache = dict(qkv=qkv_cache, core=core_cache, out=out_cache, q=q, k=k, cos=cos, sin=sin,
+    cache = dict(qkv=qkv_cache, core=core_cache, out=out_cache, q=q, k=k, q_rot=q_rot, cos=cos, sin=sin,
                  n_head=n_head, q_start=q_start, present=(k_rot, v))
     return out, cache
 

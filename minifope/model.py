@@ -143,20 +143,8 @@ class GPT:
         x, emb_cache = embedding_forward(idx, P["wte"])
         block_caches = []
         for l in range(cfg.n_layer):
-            p = f"blocks.{l}."
-            cos, sin = self.rotary_tables(l, positions)
-            h, n1 = rmsnorm_forward(x, P[p + "norm1"])
-            past = kv_cache.layers[l] if kv_cache is not None else None
-            a, attn = self_attention_forward(h, P[p + "attn.wqkv"], P[p + "attn.wo"], cfg.n_head,
-                                             cos, sin, self.slopes, past, cfg.attn_impl,
-                                             cfg.attn_chunk)
-            if kv_cache is not None:
-                kv_cache.layers[l] = attn["present"]
-            x = x + a
-            h, n2 = rmsnorm_forward(x, P[p + "norm2"])
-            m, mlp = swiglu_forward(h, P[p + "mlp.w_in"], P[p + "mlp.w_out"])
-            x = x + m
-            block_caches.append((n1, attn, n2, mlp))
+            x, caches = self._block_forward(l, x, positions, kv_cache)
+            block_caches.append(caches)
         h, nf = rmsnorm_forward(x, P["norm_f"])
         logits, head = linear_forward(h, P["lm_head"])
 
@@ -167,6 +155,40 @@ class GPT:
             if kv_cache is None:
                 self._cache = (emb_cache, block_caches, nf, head, ce, positions)
         return logits, loss
+
+    def _block_forward(self, l, x, positions, kv_cache=None):
+        # x (B,T,C) -> x (B,T,C):  x + attn(rmsnorm(x)), then + swiglu(rmsnorm(x))
+        cfg, P, p = self.config, self.params, f"blocks.{l}."
+        cos, sin = self.rotary_tables(l, positions)
+        h, n1 = rmsnorm_forward(x, P[p + "norm1"])
+        past = kv_cache.layers[l] if kv_cache is not None else None
+        a, attn = self_attention_forward(h, P[p + "attn.wqkv"], P[p + "attn.wo"], cfg.n_head,
+                                         cos, sin, self.slopes, past, cfg.attn_impl, cfg.attn_chunk)
+        if kv_cache is not None:
+            kv_cache.layers[l] = attn["present"]
+        x = x + a
+        h, n2 = rmsnorm_forward(x, P[p + "norm2"])
+        m, mlp = swiglu_forward(h, P[p + "mlp.w_in"], P[p + "mlp.w_out"])
+        return x + m, (n1, attn, n2, mlp)
+
+    def attention_inputs(self, idx, layer, pos_offset=0):
+        """What block `layer` attends with, for idx (B,T): a dict of (B,H,T,d) arrays.
+
+        q, k, v: the projections before the position embedding; q_rot, k_rot: after it
+        (equal to q, k for alibi and nope); cos, sin: the tables used (None without rotation).
+        For looking inside a trained model (spectra, attention maps); not for training.
+        """
+        idx = self._check_tokens("idx", idx)
+        if not 0 <= layer < self.config.n_layer:
+            raise ValueError(f"layer must lie in [0, {self.config.n_layer}), got {layer}")
+        positions = pos_offset + np.arange(idx.shape[1])
+        x, _ = embedding_forward(idx, self.params["wte"])
+        for l in range(layer):
+            x, _ = self._block_forward(l, x, positions)
+        _, (_, attn, _, _) = self._block_forward(layer, x, positions)
+        k_rot, v = attn["present"]
+        return dict(q=attn["q"], k=attn["k"], v=v, q_rot=attn["q_rot"], k_rot=k_rot,
+                    cos=attn["cos"], sin=attn["sin"])
 
     def backward(self):
         """Fill self.grads with d loss / d param for the last forward that had targets."""

@@ -208,3 +208,22 @@ def test_tokens_outside_the_vocabulary_are_refused():
     model = GPT(tiny_config())
     with pytest.raises(ValueError, match="outside"):
         model.forward(np.array([[0, 13]]))
+
+
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi"])
+def test_attention_inputs_are_what_the_layer_attends_with(pe):
+    from minifope.rope import apply_rotary
+
+    config = tiny_config(pe=pe)
+    model = GPT(config)
+    idx, _ = batch(config, T=8)
+    got = model.attention_inputs(idx, 1, pos_offset=4)
+    assert got["q"].shape == (2, config.n_head, 8, config.head_dim)
+    if pe == "alibi":
+        assert got["cos"] is None and got["q_rot"] is got["q"]
+    else:
+        np.testing.assert_allclose(apply_rotary(got["k"], got["cos"], got["sin"]), got["k_rot"])
+    # the same keys as the KV cache of a real forward holds
+    cache = KVCache(config.n_layer)
+    model.forward(idx, pos_offset=4, kv_cache=cache)
+    np.testing.assert_allclose(cache.layers[1][0], got["k_rot"], rtol=1e-12)
