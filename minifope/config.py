@@ -6,6 +6,7 @@ POSITION_EMBEDDINGS = ("rope", "fope", "alibi", "nope")
 ATTENTION_IMPLS = ("auto", "full", "chunked")
 FOPE_ZERO_FREQ = ("identity", "authors")
 DTYPES = ("float32", "float64")
+ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
 
 
 @dataclass
@@ -15,9 +16,16 @@ class GPTConfig:
     pe              position embedding: 'rope' | 'fope' | 'alibi' | 'nope'
     train_len       N, the training length; FoPE's clip floor is 2*pi/N
     rope_theta      theta of w_j = theta^(-2j/d)
+    rope_scaling    'none' | 'pi' | 'ntk' | 'yarn': extend RoPE past its training length
+                    (rope_scaling.py), by the factor rope_scale = s
+    rope_original_len  N for YaRN's ramp, the length the model was first trained at;
+                    0 means train_len
+    rope_clip       zero RoPE's frequencies below 2*pi/train_len (FoPE's clip without its
+                    Fourier series: the paper's "clip only" ablation)
     fope_sigma      sigma, the gain of FoPE's Gaussian coefficient noise (fope-spec section 3)
     fope_dim        D, the number of dims the FoPE frequency set is computed over; 0 means head_dim
     fope_learnable  train the FoPE coefficients instead of keeping them fixed at init
+    fope_clip       FoPE's clip floor; False keeps every frequency (the "series only" ablation)
     fope_zero_freq  what the non-rotating pairs get: 'identity' (cos=1, sin=0, the paper's
                     zero frequency) or 'authors' (cos=1, sin=1, the authors' padding)
     d_ff            SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 8
@@ -32,9 +40,14 @@ class GPTConfig:
     train_len: int = 128
     pe: str = "rope"
     rope_theta: float = 10000.0
+    rope_scaling: str = "none"
+    rope_scale: float = 1.0
+    rope_original_len: int = 0
+    rope_clip: bool = False
     fope_sigma: float = 0.3
     fope_dim: int = 0
     fope_learnable: bool = False
+    fope_clip: bool = True
     fope_zero_freq: str = "identity"
     d_ff: int = 0
     attn_impl: str = "auto"
@@ -62,7 +75,7 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("fope_dim", "d_ff"):
+        for name in ("fope_dim", "d_ff", "rope_original_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 means the default), got {value!r}")
@@ -89,6 +102,15 @@ class GPTConfig:
                 f">= head_dim, got {self.fope_dim}")
         if not self.rope_theta > 1.0:
             raise ValueError(f"rope_theta must be > 1, got {self.rope_theta!r}")
+        if self.rope_scaling not in ROPE_SCALINGS:
+            raise ValueError(
+                f"rope_scaling must be one of {', '.join(ROPE_SCALINGS)}; got {self.rope_scaling!r}")
+        if not self.rope_scale >= 1.0:
+            raise ValueError(f"rope_scale must be >= 1 (the factor L / N), got {self.rope_scale!r}")
+        if self.pe != "rope" and (self.rope_scaling != "none" or self.rope_clip):
+            raise ValueError(f"rope_scaling and rope_clip apply to pe='rope' only, not {self.pe!r}")
+        if self.pe != "fope" and (not self.fope_clip or self.fope_learnable):
+            raise ValueError(f"fope_clip and fope_learnable apply to pe='fope' only, not {self.pe!r}")
         if not self.fope_sigma >= 0.0:
             raise ValueError(f"fope_sigma must be >= 0, got {self.fope_sigma!r}")
         if not self.init_std > 0.0:

@@ -37,16 +37,17 @@ import math
 import numpy as np
 
 
-def fope_frequencies(head_dim, theta, train_len, fope_dim=0):
+def fope_frequencies(head_dim, theta, train_len, fope_dim=0, clip=True):
     """The series input: w_f = theta^(-2f/D), f < D/2, keeping only w_f >= 2*pi/N.
 
     D = max(fope_dim, head_dim), N = train_len. Returns the F non-zero frequencies (float64).
+    clip=False keeps all D/2 of them (the "series only" ablation).
     """
     D = max(fope_dim, head_dim)
     f = np.arange(D // 2, dtype=np.float64)
     w = theta ** (-2.0 * f / D)
     floor = 2.0 * math.pi / train_len
-    return w[w >= floor]
+    return w[w >= floor] if clip else w
 
 
 def fope_num_rotating_pairs(head_dim, num_frequencies):

@@ -29,6 +29,18 @@ from .layers import (cross_entropy_forward, cross_entropy_backward, embedding_fo
                      embedding_backward, linear_forward, linear_backward, rmsnorm_forward,
                      rmsnorm_backward, swiglu_forward, swiglu_backward)
 from .rope import rope_frequencies, rope_tables
+from .rope_scaling import scaled_rope_frequencies, yarn_attention_factor
+
+
+def rope_frequencies_of(config):
+    """RoPE's w_j for this config (clipped and/or scaled as asked) and the factor on q and k."""
+    N = config.rope_original_len or config.train_len
+    w = scaled_rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
+                                config.rope_scale, N)
+    if config.rope_clip:
+        w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
+    factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
+    return w, factor
 
 
 class KVCache:
@@ -68,7 +80,7 @@ class GPT:
         params["wte"] = normal((V, C), std)
         if config.pe == "fope":
             self.fope_w = fope_frequencies(config.head_dim, config.rope_theta,
-                                           config.train_len, config.fope_dim)
+                                           config.train_len, config.fope_dim, config.fope_clip)
             self.fope_J = fope_num_rotating_pairs(config.head_dim, len(self.fope_w))
         for l in range(L):
             p = f"blocks.{l}."
@@ -88,7 +100,7 @@ class GPT:
         params["lm_head"] = normal((C, V), std)
         self.params, self.buffers = params, buffers
         self.grads = {name: np.zeros_like(value) for name, value in params.items()}
-        self.rope_w = rope_frequencies(config.head_dim, config.rope_theta)
+        self.rope_w, self.rope_factor = rope_frequencies_of(config)
         self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
         self._cache = None
 
@@ -104,6 +116,7 @@ class GPT:
         pe = self.config.pe
         if pe == "rope":
             cos, sin = rope_tables(positions, self.rope_w)
+            cos, sin = cos * self.rope_factor, sin * self.rope_factor  # YaRN's sqrt(1/t), else 1
         elif pe == "fope":
             p = f"blocks.{l}.fope."
             cos, sin = fope_tables(positions, self.fope_w, self.coefficient(p + "ccos"),

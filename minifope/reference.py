@@ -13,7 +13,7 @@ import numpy as np
 from .alibi import alibi_slopes
 from .fope import fope_frequencies
 from .layers import IGNORE_INDEX, RMSNORM_EPS
-from .rope import rope_frequencies
+from .model import rope_frequencies_of
 
 
 def embedding(idx, wte):
@@ -98,10 +98,12 @@ def gpt_logits(params, buffers, config, idx, pos_offset=0):
         p = f"blocks.{l}."
         cos = sin = None
         if config.pe == "rope":
-            angles = positions[:, None] * rope_frequencies(d, config.rope_theta)[None, :]
-            cos, sin = np.cos(angles), np.sin(angles)
+            w, factor = rope_frequencies_of(config)
+            angles = positions[:, None] * w[None, :]
+            cos, sin = factor * np.cos(angles), factor * np.sin(angles)
         elif config.pe == "fope":
-            w = fope_frequencies(d, config.rope_theta, config.train_len, config.fope_dim)
+            w = fope_frequencies(d, config.rope_theta, config.train_len, config.fope_dim,
+                                 config.fope_clip)
             coef = {**buffers, **params}
             cos, sin = fope_tables(positions, w, coef[p + "fope.ccos"], coef[p + "fope.csin"], d,
                                    config.fope_zero_freq)

@@ -1,0 +1,106 @@
+"""PI, NTK-aware and YaRN frequencies (fope-spec section 5) against hand-computed values."""
+
+import math
+
+import autograd
+import numpy as np
+import pytest
+
+from minifope import GPT, GPTConfig
+from minifope import reference as R
+from minifope.gradcheck import check_gradients
+from minifope.rope_scaling import (ntk_frequencies, pi_frequencies, scaled_rope_frequencies,
+                                   yarn_attention_factor, yarn_frequencies, yarn_ramp)
+
+
+def test_pi_divides_every_frequency_by_s():
+    np.testing.assert_allclose(pi_frequencies([1.0, 0.1, 0.01], 4.0), [0.25, 0.025, 0.0025])
+
+
+def test_ntk_stretches_the_lowest_frequency_by_s_and_keeps_the_highest():
+    # d = 8, theta = 10000, s = 4: theta' = 10000 * 4^(8/6) = 63496.04...
+    w = ntk_frequencies(8, 10000.0, 4.0)
+    theta_prime = 10000.0 * 4.0 ** (4.0 / 3.0)
+    assert theta_prime == pytest.approx(63496.0421, rel=1e-9)
+    np.testing.assert_allclose(w, [1.0, theta_prime ** -0.25, theta_prime ** -0.5, theta_prime ** -0.75])
+    assert w[-1] == pytest.approx(10000.0 ** -0.75 / 4.0, rel=1e-12)  # 0.001 / 4
+
+
+def test_yarn_ramp_and_frequencies_by_hand():
+    # N = 128: the frequency w = 1 turns 128 / (2 pi) = 20.3718 times within N.
+    w = np.array([1.0, 0.1, 0.001])
+    gamma = yarn_ramp(w, 128)
+    r0 = 128 / (2 * math.pi)
+    assert gamma[0] == pytest.approx((r0 - 1.0) / 31.0)          # 0.62490
+    assert gamma[1] == pytest.approx((0.1 * r0 - 1.0) / 31.0)    # r = 2.037 -> 0.03345
+    assert gamma[2] == 0.0                                        # r = 0.02 < beta_slow
+    scaled = yarn_frequencies(w, 4.0, 128)
+    assert scaled[0] == pytest.approx((1 - gamma[0]) * 0.25 + gamma[0] * 1.0)  # 0.71867
+    assert scaled[0] == pytest.approx(0.718674, abs=1e-6)
+    assert scaled[2] == pytest.approx(0.001 / 4.0)               # fully interpolated
+    assert yarn_frequencies([50.0], 4.0, 128)[0] == 50.0          # r > 32: kept (extrapolated)
+
+
+def test_yarn_temperature_is_point_one_log_s_plus_one():
+    assert yarn_attention_factor(4.0) == pytest.approx(0.1 * math.log(4.0) + 1.0)  # 1.13863
+    assert yarn_attention_factor(1.0) == 1.0
+
+
+def test_no_scaling_or_s_of_one_keeps_rope():
+    base = scaled_rope_frequencies(16, 10000.0, "none", 1.0, 128)
+    for kind in ("pi", "ntk", "yarn"):
+        np.testing.assert_array_equal(scaled_rope_frequencies(16, 10000.0, kind, 1.0, 128), base)
+
+
+def test_yarn_model_multiplies_the_logits_by_one_over_t():
+    # With q = k (pair by pair) rotations cancel at m = n; the diagonal score grows by (0.1 ln s + 1)^2.
+    config = dict(vocab_size=7, n_layer=1, n_head=1, d_model=8, train_len=16, dtype="float64")
+    plain = GPT(GPTConfig(**config))
+    yarn = GPT(GPTConfig(**config, rope_scaling="yarn", rope_scale=4.0))
+    assert yarn.rope_factor ** 2 == pytest.approx((0.1 * math.log(4.0) + 1.0) ** 2)
+    cos, _ = yarn.rotary_tables(0, np.arange(3))
+    cos0, _ = plain.rotary_tables(0, np.arange(3))
+    assert cos[0, 0] == pytest.approx(yarn.rope_factor * cos0[0, 0])
+
+
+@pytest.mark.parametrize("extra", [dict(rope_scaling="yarn", rope_scale=2.0, rope_original_len=32),
+                                   dict(rope_scaling="ntk", rope_scale=3.0), dict(rope_clip=True)])
+def test_scaled_rope_gradients_match_autograd(extra):
+    config = GPTConfig(vocab_size=11, n_layer=2, n_head=2, d_model=16, train_len=64, dtype="float64",
+                       init_std=0.2, **extra)
+    model = GPT(config)
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, (2, 7)), rng.integers(0, 11, (2, 7))
+    model.forward(idx, targets)
+    model.backward()
+    ref = autograd.grad(R.gpt_loss)(model.params, model.buffers, config, idx, targets)
+    assert check_gradients(model.grads, ref, tol=1e-8, verbose=False)
+
+
+def test_rope_clip_is_fope_with_zero_sigma_when_every_kept_frequency_rotates():
+    config = dict(vocab_size=11, n_layer=2, n_head=2, d_model=32, train_len=64, dtype="float64",
+                  init_std=0.2)
+    fope = GPT(GPTConfig(pe="fope", fope_sigma=0.0, **config))
+    clipped = GPT(GPTConfig(pe="rope", rope_clip=True, **config))
+    clipped.params = fope.params
+    idx = np.random.default_rng(1).integers(0, 11, (1, 30))
+    np.testing.assert_allclose(clipped.forward(idx)[0], fope.forward(idx)[0], rtol=1e-12, atol=1e-14)
+
+
+def test_fope_without_the_clip_keeps_every_frequency():
+    model = GPT(GPTConfig(vocab_size=5, n_head=2, d_model=32, train_len=64, pe="fope", fope_clip=False))
+    assert len(model.fope_w) == 8 and model.fope_J == 4
+    clipped = GPT(GPTConfig(vocab_size=5, n_head=2, d_model=32, train_len=64, pe="fope"))
+    assert len(clipped.fope_w) == 3
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(pe="fope", rope_scaling="yarn", rope_scale=2.0), "pe='rope' only"),
+    (dict(rope_scaling="linear"), "rope_scaling"),
+    (dict(rope_scaling="pi", rope_scale=0.5), "rope_scale"),
+    (dict(pe="alibi", rope_clip=True), "pe='rope' only"),
+    (dict(pe="rope", fope_clip=False), "pe='fope' only"),
+])
+def test_contradictory_scaling_options_are_refused(fields, words):
+    with pytest.raises(ValueError, match=words):
+        GPTConfig(**fields)
