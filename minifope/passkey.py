@@ -1,0 +1,218 @@
+"""Passkey retrieval at character level (fope-spec section 6), scaled to short windows.
+
+The prompt is the landmark-attention format the FoPE authors evaluated with: five parts
+joined by newlines, as their generator joins its five lines,
+
+    TASK + "\\n" + filler[:a] + "\\n" + NEEDLE + "\\n" + filler[:b] + "\\n" + QUESTION
+
+with the literal strings
+
+    AUTHORS_TASK = "There is an important info hidden inside a lot of irrelevant text.
+                    Find it and memorize it. I will quiz you about the important
+                    information there."                      (one line, 146 characters)
+    TASK         = "Find the pass key."                      (the default, 18 characters)
+    filler       = FILLER + " " + FILLER + " " + ...  cut to a or b characters, where
+    FILLER       = "The grass is green. The sky is blue. The sun is yellow. Here we go.
+                    There and back again."                   (one line)
+    NEEDLE       = "The pass key is NNNNN. Remember it. NNNNN is the pass key."  (NNNNN the key)
+    QUESTION     = "What is the pass key? The pass key is"
+
+and the answer " NNNNN." is what should follow. Both filler parts start at the beginning
+of the sentence stream, as in the authors' code; a part of length 0 leaves an empty line.
+The model's greedy continuation is scored by its first number.
+
+Why a short task line by default: the authors count in subword tokens, where their task
+line is about 30 of 512. Counted in characters it is 146: a prompt with it needs at least
+245 characters, so a 128-character window cannot hold one and a 256-character window has
+room for 11 characters of filler. With TASK the minimum is 117 (for 5-digit keys). Every
+function takes `task=`; pass AUTHORS_TASK for the original.
+
+Depth: with F = length - (the fixed parts and the 4 newlines) filler characters in all,
+a = round(depth * F) go before the needle and b = F - a after it; depth 0 puts the needle
+right after the task line, depth 1 right before the question, with the empty filler part
+as an empty line between them.
+
+Keys: the authors draw 1..50000, so their keys have 1 to 5 digits. Here a key has exactly
+`key_digits` digits, uniform over 10^(key_digits-1) .. 10^key_digits - 1 (10000..99999 for
+5 digits), so every prompt of one length has the same layout and every answer the same
+length.
+"""
+
+import re
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .sample import generate
+
+AUTHORS_TASK = ("There is an important info hidden inside a lot of irrelevant text. "
+                "Find it and memorize it. I will quiz you about the important information there.")
+TASK = "Find the pass key."
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+QUESTION = "What is the pass key? The pass key is"
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _check_key_digits(key_digits):
+    if not isinstance(key_digits, int) or isinstance(key_digits, bool) or key_digits < 1:
+        raise UserError(f"key_digits must be a positive integer, got {key_digits!r}")
+
+
+def min_prompt_length(key_digits=5, task=TASK):
+    """The shortest prompt (characters) that holds the fixed parts: no filler at all."""
+    _check_key_digits(key_digits)
+    needle = NEEDLE.format(key="0" * key_digits)
+    return len(task) + len(needle) + len(QUESTION) + 4  # 4 newlines between the 5 parts
+
+
+def _filler(n):
+    """The first n characters of FILLER + " " + FILLER + " " + ..."""
+    repeats = n // (len(FILLER) + 1) + 1
+    return " ".join([FILLER] * repeats)[:n]
+
+
+def make_prompt(length, depth, key, task=TASK):
+    """(prompt, needle_start): a prompt of exactly `length` characters ending with QUESTION,
+    the needle holding `key` (a string of digits) starting at index needle_start.
+
+    needle_start = len(task) + 1 + round(depth * F) + 1, F the filler characters in all.
+    """
+    key = str(key)
+    if not _NUMBER.fullmatch(key):
+        raise UserError(f"a pass key is a string of digits, got {key!r}")
+    if not 0 <= depth <= 1:
+        raise UserError(f"depth is a fraction of the filler in [0, 1], got {depth}")
+    minimum = min_prompt_length(len(key), task)
+    if length < minimum:
+        raise UserError(f"a passkey prompt of {length} characters is too short: with a "
+                        f"{len(key)}-digit key and a {len(task)}-character task line it needs "
+                        f"at least {minimum}")
+    n_filler = length - minimum
+    before = round(depth * n_filler)
+    parts = [task, _filler(before), NEEDLE.format(key=key), _filler(n_filler - before), QUESTION]
+    return "\n".join(parts), len(task) + 1 + before + 1
+
+
+def draw_keys(rng, n, key_digits=5):
+    """n random keys, strings of exactly key_digits digits with no leading zero.
+
+    Uniform over 10^(key_digits-1) .. 10^key_digits - 1; the authors' 1..50000 would give
+    keys of different lengths (see the module docstring).
+    """
+    _check_key_digits(key_digits)
+    return [str(k) for k in rng.integers(10 ** (key_digits - 1), 10 ** key_digits, size=n)]
+
+
+def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="all"):
+    """(x, y), each (n, length) int64: passkey rows to mix into training batches.
+
+    Each row's text is a prompt of length - key_digits - 1 characters, its needle at a
+    depth uniform in [0, 1], then the answer " " + key + ".": length + 1 characters,
+    x = text[:-1], y = text[1:]. With loss="answer" every target but the answer's
+    key_digits + 2 characters is -1, which the loss ignores; with loss="all" the model
+    also learns to predict the task line, filler, needle and question.
+    """
+    if loss not in ("all", "answer"):
+        raise UserError(f"loss must be 'all' or 'answer', got {loss!r}")
+    minimum = min_prompt_length(key_digits, task) + key_digits + 1
+    answer_len = key_digits + 2  # " " + key + "."
+    if length < minimum:
+        raise UserError(f"passkey training rows of {length} characters are too short: with a "
+                        f"{key_digits}-digit key and a {len(task)}-character task line they need "
+                        f"at least {minimum}")
+    keys = draw_keys(rng, n, key_digits)
+    depths = rng.random(n)
+    texts = [make_prompt(length + 1 - answer_len, depth, key, task)[0] + f" {key}."
+             for depth, key in zip(depths, keys)]
+    ids = tokenizer.encode("".join(texts)).reshape(n, length + 1)
+    x, y = ids[:, :-1], ids[:, 1:].copy()
+    if loss == "answer":
+        y[:, :-answer_len] = -1
+    return x, y
+
+
+def first_number(text):
+    """The first run of digits in text, as a string ("007" stays "007"); None if there is none."""
+    match = _NUMBER.search(text)
+    return match.group() if match else None
+
+
+def score(continuations, keys):
+    """The share of continuations whose first number is their key (strings, one per row)."""
+    if len(continuations) != len(keys):
+        raise ValueError(f"{len(continuations)} continuations for {len(keys)} keys")
+    return float(np.mean([first_number(c) == k for c, k in zip(continuations, keys)]))
+
+
+def passkey_accuracy(model, tokenizer, length, depths, trials, seed, key_digits=5, task=TASK,
+                     progress=False):
+    """Accuracy (len(depths),): for each depth, the share of `trials` prompts of `length`
+    characters whose greedy continuation's first number is the key.
+
+    The keys come from default_rng(seed) and are the same at every depth (and, for one
+    seed, at every length), so cells differ only in where the needle sits. The rows of a
+    depth go through the model as one batch; decoding reads key_digits + 2 characters with
+    a window of `length`, so the prompt is never cut to the training length (long prompts
+    take the chunked attention path by themselves). While decoding, the window slides
+    past the first key_digits + 1 characters of the prompt, which belong to the task line.
+    """
+    if not isinstance(trials, int) or trials < 1:
+        raise UserError(f"trials must be a positive integer, got {trials!r}")
+    keys = draw_keys(np.random.default_rng(seed), trials, key_digits)
+    accuracy = np.empty(len(depths))
+    for i, depth in enumerate(tqdm(depths, disable=not progress, desc=f"passkey {length}",
+                                   unit="depth", dynamic_ncols=True)):
+        prompts = [make_prompt(length, depth, key, task)[0] for key in keys]
+        idx = tokenizer.encode("".join(prompts)).reshape(trials, length)
+        out = generate(model, idx, key_digits + 2, temperature=0, window=length)
+        accuracy[i] = score([tokenizer.decode(row) for row in out[:, length:]], keys)
+    return accuracy
+
+
+def needle_grid(model, tokenizer, lengths, depths, trials, seed, key_digits=5, task=TASK,
+                progress=True):
+    """Accuracy (len(lengths), len(depths)): passkey_accuracy for every length and depth.
+
+    Every cell uses the same `trials` keys. Accuracy by length is grid.mean(axis=1).
+    """
+    grid = np.empty((len(lengths), len(depths)))
+    with tqdm(total=grid.size, disable=not progress, desc="needle grid", unit="cell",
+              dynamic_ncols=True) as bar:
+        for i, length in enumerate(lengths):
+            for j, depth in enumerate(depths):
+                grid[i, j] = passkey_accuracy(model, tokenizer, length, [depth], trials, seed,
+                                              key_digits, task)[0]
+                bar.update()
+    return grid
+
+
+def plot_needle_grid(grid, lengths, depths, *, trials, ax=None, title=None):
+    """Heatmap of a needle_grid: lengths on x, depth on y (0 at the top, as in the prompt),
+    each cell's accuracy written in it; the title states the trials per cell. Returns ax.
+
+    Without ax it draws on a new matplotlib Figure (no pyplot, so any backend works);
+    show it with ax.figure in a notebook, or save it with ax.figure.savefig(path).
+    """
+    from matplotlib.figure import Figure
+
+    grid = np.asarray(grid, dtype=float)
+    if grid.shape != (len(lengths), len(depths)):
+        raise ValueError(f"grid has shape {grid.shape}, but {len(lengths)} lengths and "
+                         f"{len(depths)} depths need ({len(lengths)}, {len(depths)})")
+    if ax is None:
+        ax = Figure(figsize=(1.5 + 0.7 * len(lengths), 1.0 + 0.4 * len(depths)),
+                    layout="constrained").subplots()
+    image = ax.imshow(grid.T, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for i, j in np.ndindex(grid.shape):
+        ax.text(i, j, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_xlabel("prompt length (characters)")
+    ax.set_ylabel("needle depth")
+    caption = f"passkey accuracy, {trials} trials per cell"
+    ax.set_title(f"{title}\n{caption}" if title else caption)
+    ax.figure.colorbar(image, ax=ax, label="accuracy")
+    return ax
