@@ -149,26 +149,30 @@ def score(continuations, keys):
 
 def passkey_accuracy(model, tokenizer, length, depths, trials, seed, key_digits=5, task=TASK,
                      progress=False):
-    """Accuracy (len(depths),): for each depth, the share of `trials` prompts of `length`
-    characters whose greedy continuation's first number is the key.
+    """Accuracy (len(depths),): for each depth, the share of `trials` prompts whose greedy
+    continuation's first number is the key.
 
+    `length` counts the prompt and its answer " NNNNN." together, like a training row of
+    passkey_examples: the prompt has length - (key_digits + 2) characters, so at
+    length = train_len the question and the answer both lie inside the trained window.
     The keys come from default_rng(seed) and are the same at every depth (and, for one
     seed, at every length), so cells differ only in where the needle sits. The rows of a
-    depth go through the model as one batch; decoding reads key_digits + 2 characters with
-    a window of `length`, so the prompt is never cut to the training length (long prompts
-    take the chunked attention path by themselves). While decoding, the window slides
-    past the first key_digits + 1 characters of the prompt, which belong to the task line.
+    depth go through the model as one batch, decoded greedily through the KV cache with a
+    window of `length`: nothing of the prompt is ever cropped (long prompts take the
+    chunked attention path by themselves).
     """
     if not isinstance(trials, int) or trials < 1:
         raise UserError(f"trials must be a positive integer, got {trials!r}")
+    answer_len = key_digits + 2
+    prompt_len = length - answer_len
     keys = draw_keys(np.random.default_rng(seed), trials, key_digits)
     accuracy = np.empty(len(depths))
     for i, depth in enumerate(tqdm(depths, disable=not progress, desc=f"passkey {length}",
                                    unit="depth", dynamic_ncols=True)):
-        prompts = [make_prompt(length, depth, key, task)[0] for key in keys]
-        idx = tokenizer.encode("".join(prompts)).reshape(trials, length)
-        out = generate(model, idx, key_digits + 2, temperature=0, window=length)
-        accuracy[i] = score([tokenizer.decode(row) for row in out[:, length:]], keys)
+        prompts = [make_prompt(prompt_len, depth, key, task)[0] for key in keys]
+        idx = tokenizer.encode("".join(prompts)).reshape(trials, prompt_len)
+        out = generate(model, idx, answer_len, temperature=0, window=length)
+        accuracy[i] = score([tokenizer.decode(row) for row in out[:, prompt_len:]], keys)
     return accuracy
 
 

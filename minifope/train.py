@@ -31,6 +31,7 @@ from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint, save_checkpoin
 from .config import GPTConfig
 from .data import CharTokenizer, get_batch
 from .errors import UserError
+from .lengthgen import eval_windows
 from .model import GPT
 from .optim import AdamW, clip_grad_norm, lr_schedule
 
@@ -76,20 +77,10 @@ def no_decay(name, param):
     return param.ndim < 2 or ".fope." in name
 
 
-def eval_windows(n_tokens, train_len, count):
-    """Start offsets of `count` windows of train_len + 1 tokens, spread evenly over the text."""
-    return np.linspace(0, n_tokens - train_len - 1, count).astype(np.int64)
-
-
 def evaluate(model, data, batch_size, n_batches):
     """Mean loss over fixed, evenly spread windows of `data` (the same windows every time)."""
-    T = model.config.train_len
-    starts = eval_windows(len(data), T, batch_size * n_batches)
-    offsets = np.arange(T + 1)
-    losses = []
-    for chunk in np.split(starts, n_batches):
-        windows = data[chunk[:, None] + offsets]
-        losses.append(model.forward(windows[:, :-1], windows[:, 1:])[1])
+    windows = eval_windows(data, model.config.train_len, batch_size * n_batches)
+    losses = [model.forward(w[:, :-1], w[:, 1:])[1] for w in np.split(windows, n_batches)]
     return float(np.mean(losses))
 
 

@@ -182,7 +182,7 @@ def test_passkey_accuracy_takes_prompts_far_past_the_training_length(model, toke
 
 
 def test_needle_grid_cells_equal_passkey_accuracy_at_that_length(model, tokenizer):
-    lengths, depths = [120, 160], [0.0, 1.0]
+    lengths, depths = [130, 160], [0.0, 1.0]
     grid = needle_grid(model, tokenizer, lengths, depths, trials=3, seed=1, progress=False)
     assert grid.shape == (2, 2)
     np.testing.assert_array_equal(grid[1], passkey_accuracy(model, tokenizer, 160, depths, 3, 1))
@@ -195,3 +195,23 @@ def test_plot_annotates_every_cell_and_states_the_trials():
     assert "8 trials per cell" in ax.get_title() and "rope" in ax.get_title()
     with pytest.raises(ValueError):
         plot_needle_grid(grid.T, [128, 256], [0.0, 0.5, 1.0], trials=8)
+
+
+def test_prompt_and_answer_together_fill_exactly_length(tokenizer, monkeypatch):
+    # An oracle in place of the model's decoding: it reads the key from the needle and answers.
+    import minifope.passkey as pk
+
+    seen = []
+
+    def oracle(model, idx, n_new, temperature, window):
+        seen.append((idx.shape[1], n_new, window))
+        answers = []
+        for row in idx:
+            key = first_number(tokenizer.decode(row).split("The pass key is ")[1])
+            answers.append(tokenizer.encode(f" {key}."))
+        return np.concatenate([idx, np.stack(answers)], axis=1)
+
+    monkeypatch.setattr(pk, "generate", oracle)
+    acc = pk.passkey_accuracy(None, tokenizer, 200, [0.0, 0.5, 1.0], trials=5, seed=2)
+    np.testing.assert_array_equal(acc, 1.0)
+    assert seen == [(193, 7, 200)] * 3  # 193 prompt + 7 answer characters = 200
