@@ -42,23 +42,26 @@ def use_chunked(impl, B, H, Tq, Tk, itemsize):
 
 def _scores(q, k, slopes, q_start, row0):
     # q (B,H,R,d) rows row0..row0+R-1 of the queries, k (B,H,K,d) keys 0..K-1 -> S (B,H,R,K) masked
+    # Scaling q (R*d numbers) instead of S (R*K) and masking in place keeps S to one pass.
     d = q.shape[-1]
     R, K = q.shape[-2], k.shape[-2]
-    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(d))
+    s = (q * (1.0 / math.sqrt(d))) @ np.swapaxes(k, -1, -2)
     q_idx = q_start + row0 + np.arange(R)
     k_idx = np.arange(K)
     if slopes is not None:
         s += alibi_bias(slopes, q_idx, k_idx).astype(s.dtype)
-    causal = k_idx[None, :] <= q_idx[:, None]
-    return np.where(causal, s, -np.inf)
+    s += np.where(k_idx[None, :] <= q_idx[:, None], 0.0, -np.inf).astype(s.dtype)  # causal mask
+    return s
 
 
 def _softmax(s):
-    # s (..., K) -> P, log-sum-exp (...)
+    # s (..., K) -> P (computed in place in s), log-sum-exp (...)
     m = s.max(axis=-1, keepdims=True)
-    e = np.exp(s - m)
-    total = e.sum(axis=-1, keepdims=True)
-    return e / total, (m + np.log(total))[..., 0]
+    s -= m
+    np.exp(s, out=s)
+    total = s.sum(axis=-1, keepdims=True)
+    s /= total
+    return s, (m + np.log(total))[..., 0]
 
 
 def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
@@ -87,7 +90,9 @@ def attention_backward(dout, cache):
     if path == "full":
         p = saved
         dv = np.swapaxes(p, -1, -2) @ dout
-        ds = p * (dout @ np.swapaxes(v, -1, -2) - D)
+        ds = dout @ np.swapaxes(v, -1, -2)  # dP, turned into dS = P * (dP - D) in place
+        ds -= D
+        ds *= p
         return (ds @ k) * scale, (np.swapaxes(ds, -1, -2) @ q) * scale, dv
     lse = saved
     dq = np.empty_like(q)
@@ -97,9 +102,13 @@ def attention_backward(dout, cache):
         r1 = min(r0 + chunk, q.shape[-2])
         keys = q_start + r1
         qc, doc = q[..., r0:r1, :], dout[..., r0:r1, :]
-        p = np.exp(_scores(qc, k[..., :keys, :], slopes, q_start, r0) - lse[..., r0:r1, None])
+        p = _scores(qc, k[..., :keys, :], slopes, q_start, r0)
+        p -= lse[..., r0:r1, None]
+        np.exp(p, out=p)
         dv[..., :keys, :] += np.swapaxes(p, -1, -2) @ doc
-        ds = p * (doc @ np.swapaxes(v[..., :keys, :], -1, -2) - D[..., r0:r1, :])
+        ds = doc @ np.swapaxes(v[..., :keys, :], -1, -2)
+        ds -= D[..., r0:r1, :]
+        ds *= p
         dq[..., r0:r1, :] = (ds @ k[..., :keys, :]) * scale
         dk[..., :keys, :] += (np.swapaxes(ds, -1, -2) @ qc) * scale
     return dq, dk, dv

@@ -49,9 +49,11 @@ MODEL_FLAGS = {  # flag dest -> GPTConfig field
     "pe": "pe", "d_model": "d_model", "n_layer": "n_layer", "n_head": "n_head",
     "train_len": "train_len", "dtype": "dtype", "rope_theta": "rope_theta",
     "fope_sigma": "fope_sigma", "fope_dim": "fope_dim", "fope_learnable": "fope_learnable",
+    "rope_scaling": "rope_scaling", "rope_scale": "rope_scale", "rope_clip": "rope_clip",
+    "fope_clip": "fope_clip",
 }
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
-               "eval_interval", "eval_batches", "seed")
+               "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits")
 
 
 def read_corpus(data):
@@ -80,6 +82,12 @@ def cmd_train(args):
         model_fields = saved.config.to_dict()
         train_fields.update(state.get("train_config", {}))
         data = given.get("data", state.get("data") or "shakespeare")
+    if args.init_from and not args.resume:
+        source, _, _, _ = load_checkpoint(checkpoint_path(args.init_from))
+        model_fields = source.config.to_dict()
+        model_fields["rope_original_len"] = source.config.rope_original_len or source.config.train_len
+        if given.get("pe", source.config.pe) != "fope":  # FoPE options do not carry over to another pe
+            model_fields.update(fope_learnable=False, fope_clip=True)
     model_fields.update({MODEL_FLAGS[k]: v for k, v in given.items() if k in MODEL_FLAGS})
     train_fields.update({k: v for k, v in given.items() if k in TRAIN_FLAGS})
     model_fields["seed"] = train_fields["seed"]
@@ -92,7 +100,8 @@ def cmd_train(args):
         _remove_previous_run(args.out)
     train_text, val_text = read_corpus(data)
     model, history = train(model_config, train_text, val_text, train_config, out_dir=args.out,
-                           resume=args.resume, data_name=data, progress=not args.quiet)
+                           resume=args.resume, data_name=data, progress=not args.quiet,
+                           init_from=None if args.resume else args.init_from)
     print(f"final validation loss {history['val_loss'][-1]:.4f} nats/char "
           f"({model.num_params():,} parameters); checkpoint in {checkpoint_path(args.out)}")
     if args.sample_chars:
@@ -156,6 +165,9 @@ def build_parser():
                    "(default: runs/shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--init-from", metavar="DIR", help="start from this run's parameters (its config "
+                   "is the default; e.g. continue at a longer --train-len with --rope-scaling yarn, "
+                   "or switch to --pe fope)")
     g = p.add_argument_group("model")
     g.add_argument("--pe", choices=["rope", "fope", "alibi", "nope"], help="position embedding (rope)")
     g.add_argument("--d-model", type=int)
@@ -167,6 +179,13 @@ def build_parser():
     g.add_argument("--fope-sigma", type=float)
     g.add_argument("--fope-dim", type=int, help="D: FoPE's frequency set is computed over D dims")
     g.add_argument("--fope-learnable", action="store_const", const=True)
+    g.add_argument("--fope-no-clip", dest="fope_clip", action="store_const", const=False,
+                   help="keep FoPE's frequencies below 2*pi/N (the 'series only' ablation)")
+    g.add_argument("--rope-clip", action="store_const", const=True,
+                   help="zero RoPE's frequencies below 2*pi/N (the 'clip only' ablation)")
+    g.add_argument("--rope-scaling", choices=["none", "pi", "ntk", "yarn"],
+                   help="extend RoPE past its training length (with --rope-scale)")
+    g.add_argument("--rope-scale", type=float, help="s = target length / training length")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int)
     g.add_argument("--batch-size", type=int)
@@ -178,6 +197,8 @@ def build_parser():
     g.add_argument("--eval-interval", type=int)
     g.add_argument("--eval-batches", type=int)
     g.add_argument("--seed", type=int, help="fixes the init and the batch order")
+    g.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
+    g.add_argument("--passkey-digits", type=int, help="digits of the passkey (5)")
     p.add_argument("--sample-chars", type=int, default=300, help="print a sample this long at the end (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)

@@ -53,6 +53,8 @@ class TrainConfig:
     eval_batches: int = 16
     log_interval: int = 10
     seed: int = 0
+    passkey_frac: float = 0.0  # share of each batch replaced by passkey prompts (passkey.py)
+    passkey_digits: int = 5
 
     def __post_init__(self):
         if self.warmup is None and isinstance(self.steps, int):
@@ -67,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}")
+        if not 0.0 <= self.passkey_frac <= 1.0:
+            raise ValueError(f"passkey_frac must lie in [0, 1], got {self.passkey_frac!r}")
+        if not isinstance(self.passkey_digits, int) or not 1 <= self.passkey_digits <= 9:
+            raise ValueError(f"passkey_digits must be an integer in 1..9, got {self.passkey_digits!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 turns clipping off)")
 
@@ -139,14 +145,42 @@ def _check_resume(saved_model, saved_train, model_config, train_config, data_nam
                         + "; ".join(conflicts) + ". Drop those options or train into a new --out")
 
 
+def init_model_from(path, model_config):
+    """A GPT with model_config whose parameters come from the checkpoint at `path`.
+
+    For continuing training under another config (a longer train_len, YaRN scaling, or
+    FoPE in place of RoPE): every parameter the new model shares with the checkpoint is
+    copied; FoPE coefficients the checkpoint lacks keep their fresh init. Returns
+    (model, tokenizer).
+    """
+    source, tokenizer, _, _ = load_checkpoint(path)
+    model = GPT(dataclasses.replace(model_config, vocab_size=source.config.vocab_size))
+    for name, p in model.params.items():
+        if name in source.params and source.params[name].shape == p.shape:
+            p[...] = source.params[name]
+        elif ".fope." not in name:
+            raise UserError(f"cannot start from {path}: its {name} does not fit the new config "
+                            "(d_model, n_layer, n_head and vocabulary must stay the same)")
+    return model, tokenizer
+
+
+def passkey_chars():
+    """Every character a passkey prompt and its answer can contain."""
+    from .passkey import FILLER, NEEDLE, QUESTION, TASK
+
+    return "".join(sorted(set(TASK + FILLER + NEEDLE.format(key="") + QUESTION + " .0123456789\n")))
+
+
 def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
-          tokenizer=None, data_name=None, progress=True):
+          tokenizer=None, data_name=None, progress=True, init_from=None):
     """Train a GPT on `train_text`, validating on `val_text`; return (model, history).
 
     history: dict of lists, "step"/"loss" (training loss every log_interval steps) and
     "val_step"/"val_loss". With out_dir, checkpoints and log.jsonl go there; resume=True
     continues from out_dir/ckpt.npz (the configs must agree; steps may grow). Without
     resume, an existing checkpoint in out_dir is never overwritten: UserError instead.
+    init_from: start from that checkpoint's parameters (see init_model_from), with a fresh
+    optimizer. With passkey_frac > 0 the vocabulary also holds the passkey's characters.
     """
     tc = train_config or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
@@ -165,11 +199,23 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if ckpt is not None and ckpt.exists():
             raise UserError(f"{ckpt} already exists: pass --resume to continue it, or choose "
                             "another --out")
-        tokenizer = tokenizer or CharTokenizer.from_text(train_text + val_text)
-        model = GPT(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, seed=tc.seed))
+        if init_from is not None:
+            model, tokenizer = init_model_from(init_from, dataclasses.replace(model_config, seed=tc.seed))
+        else:
+            extra = passkey_chars() if tc.passkey_frac > 0 else ""
+            tokenizer = tokenizer or CharTokenizer.from_text(train_text + val_text + extra)
+            model = GPT(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, seed=tc.seed))
 
     T = model.config.train_len
     train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    n_passkey = round(tc.passkey_frac * tc.batch_size)
+    if n_passkey:
+        from .passkey import min_prompt_length, passkey_examples
+
+        tokenizer.encode(passkey_chars())  # names any character the vocabulary lacks
+        need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1
+        if T < need:
+            raise UserError(f"passkey prompts need train_len >= {need}; it is {T}")
     for name, data in (("training", train_data), ("validation", val_data)):
         if len(data) < T + 1:
             raise UserError(f"the {name} text has {len(data)} characters; train_len={T} needs at "
@@ -190,7 +236,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if ckpt is not None:
             save_checkpoint(ckpt, model, tokenizer, dict(
                 step=step, rng=rng.bit_generator.state, train_config=dataclasses.asdict(tc),
-                data=data_name), optim.state_dict())
+                data=data_name, init_from=None if init_from is None else str(init_from)),
+                optim.state_dict())
 
     def log(record):
         records.append(record)
@@ -216,6 +263,9 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             t0 = time.perf_counter()
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
             x, y = get_batch(train_data, tc.batch_size, T, rng)
+            if n_passkey:
+                x[-n_passkey:], y[-n_passkey:] = passkey_examples(rng, n_passkey, T, tokenizer,
+                                                                  tc.passkey_digits)
             _, loss = model.forward(x, y)
             if not math.isfinite(loss):
                 bar.close()

@@ -206,3 +206,46 @@ def test_a_diverging_cli_run_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert "became" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_passkey_rows_replace_the_end_of_every_batch(monkeypatch):
+    import minifope.passkey as pk
+
+    calls = []
+    real = pk.passkey_examples
+
+    def recording(rng, n, length, tokenizer, key_digits=5, **kw):
+        calls.append((n, length, key_digits))
+        return real(rng, n, length, tokenizer, key_digits, **kw)
+
+    monkeypatch.setattr(pk, "passkey_examples", recording)
+    config = GPTConfig(n_layer=1, n_head=2, d_model=16, train_len=128)
+    tc = TrainConfig(steps=3, batch_size=4, eval_interval=3, eval_batches=1, passkey_frac=0.5)
+    model, _ = train(config, TEXT * 2, TEXT, tc, progress=False)
+    assert calls == [(2, 128, 5)] * 3
+    assert model.config.vocab_size > len(set(TEXT))  # the passkey's digits joined the vocabulary
+
+
+def test_passkey_training_refuses_a_window_too_short_for_the_prompt():
+    tc = TrainConfig(steps=2, batch_size=4, eval_batches=1, passkey_frac=0.25)
+    with pytest.raises(UserError, match="train_len >= 123"):
+        train(GPTConfig(**TINY), TEXT, TEXT, tc, progress=False)
+
+
+def test_init_from_copies_every_shared_parameter(tmp_path):
+    source, _ = tiny_run(tmp_path / "a", steps=5)
+    tc = TrainConfig(steps=1, batch_size=4, eval_interval=1, eval_batches=1, lr=1e-12, min_lr=0)
+    longer = GPTConfig(**{**TINY, "train_len": 32, "pe": "fope"})
+    model, _ = train(longer, TEXT[:1500], TEXT[1500:], tc, progress=False, init_from=tmp_path / "a")
+    assert model.config.train_len == 32 and model.config.pe == "fope"
+    for name, p in source.params.items():
+        np.testing.assert_allclose(model.params[name], p, atol=1e-6)
+    assert "blocks.0.fope.ccos" in model.buffers
+
+
+def test_init_from_a_model_of_another_width_is_refused(tmp_path):
+    tiny_run(tmp_path / "a", steps=2)
+    tc = TrainConfig(steps=1, batch_size=4, eval_batches=1)
+    with pytest.raises(UserError, match="does not fit"):
+        train(GPTConfig(**{**TINY, "d_model": 32}), TEXT[:1500], TEXT[1500:], tc, progress=False,
+              init_from=tmp_path / "a")
