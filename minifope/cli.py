@@ -56,15 +56,6 @@ TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", 
                "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits")
 
 
-def read_corpus(data):
-    """'shakespeare' -> the embedded plays (train, val); a path -> that file, last 10% held out."""
-    from .data import load_text, shakespeare, split_text
-
-    if data == "shakespeare":
-        return shakespeare()
-    return split_text(load_text(data))
-
-
 def cmd_train(args):
     import dataclasses
 
@@ -98,7 +89,9 @@ def cmd_train(args):
         raise UserError(str(e)) from None
     if args.overwrite and not args.resume:
         _remove_previous_run(args.out)
-    train_text, val_text = read_corpus(data)
+    from .data import load_corpus
+
+    train_text, val_text = load_corpus(data)
     model, history = train(model_config, train_text, val_text, train_config, out_dir=args.out,
                            resume=args.resume, data_name=data, progress=not args.quiet,
                            init_from=None if args.resume else args.init_from)
@@ -144,6 +137,91 @@ def cmd_sample(args):
              seed=args.seed, on_token=show)
     sys.stdout.write("\n")
     return 0
+
+
+def experiment_config(args, preset=None):
+    """ExperimentConfig from the experiment/demo flags; unset flags keep the preset's values."""
+    from .experiment import ExperimentConfig
+
+    ec = preset or ExperimentConfig()
+    variants = list(args.pe or ec.variants) + list(args.variants or [])
+    variants += [f"fope:fope_sigma={x}" for x in args.sigma or []]
+    variants += [f"fope:fope_dim={x}" for x in args.fope_dims or []]
+    model = dict(ec.model)
+    for flag in ("d_model", "n_layer", "n_head", "train_len"):
+        if getattr(args, flag) is not None:
+            model[flag] = getattr(args, flag)
+    train = dict(ec.train)
+    for flag in ("steps", "batch_size", "lr", "passkey_frac"):
+        if getattr(args, flag) is not None:
+            train[flag] = getattr(args, flag)
+    changes = dict(variants=list(dict.fromkeys(variants)), model=model, train=train)
+    for flag, name in (("seeds", "seeds"), ("lengths", "multipliers"), ("passkey_lengths", "passkey_multipliers"),
+                       ("depths", "depths"), ("trials", "trials"), ("extend", "extend"),
+                       ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
+                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars")):
+        if getattr(args, flag) is not None:
+            changes[name] = getattr(args, flag)
+    import dataclasses
+
+    return dataclasses.replace(ec, **changes)
+
+
+def cmd_experiment(args):
+    from .experiment import markdown_table, run_experiment
+
+    ec = experiment_config(args)
+    summary = run_experiment(ec, args.out, progress=not args.quiet)
+    print(markdown_table(summary))
+    print(f"results: {args.out}/results.json, {args.out}/results.md; figures: {args.out}/figure.png, "
+          f"{args.out}/needle_grid.png, {args.out}/loss_by_position.png")
+    return 0
+
+
+def cmd_demo(args):
+    import time
+
+    from .experiment import markdown_table, run_experiment
+
+    start = time.time()
+    ec = experiment_config(args)
+    summary = run_experiment(ec, args.out, progress=not args.quiet)
+    print(markdown_table(summary))
+    print(f"figure: {args.out}/figure.png (also needle_grid.png, loss_by_position.png); "
+          f"{time.time() - start:.0f} s")
+    return 0
+
+
+def add_experiment_flags(p, default_out):
+    p.add_argument("--out", default=default_out, help=f"experiment folder (default: {default_out})")
+    p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
+                   help="position embeddings to compare (default: rope fope alibi)")
+    p.add_argument("--variants", nargs="+", metavar="V",
+                   help="more variants: clip-only, series-only, or NAME:field=value[,...]")
+    p.add_argument("--sigma", nargs="+", type=float, help="FoPE sigma sweep (adds fope variants)")
+    p.add_argument("--fope-dims", nargs="+", type=int, help="FoPE D sweep (adds fope variants)")
+    p.add_argument("--seeds", type=int, help="seeds per variant (mean and spread over them)")
+    p.add_argument("--d-model", type=int)
+    p.add_argument("--n-layer", type=int)
+    p.add_argument("--n-head", type=int)
+    p.add_argument("--train-len", type=int, help="N, the training length")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
+    p.add_argument("--lengths", nargs="+", type=int, help="loss at N x these (1 2 4 8 16)")
+    p.add_argument("--eval-chars", type=int, help="characters of evaluation text per length")
+    p.add_argument("--passkey-lengths", nargs="+", type=int, help="passkey at N x these (1 2 4)")
+    p.add_argument("--depths", nargs="+", type=float, help="needle depths in [0, 1]")
+    p.add_argument("--trials", type=int, help="passkey prompts per (length, depth) cell")
+    p.add_argument("--extend", nargs="+", choices=["pi", "ntk", "yarn"],
+                   help="also evaluate RoPE under these scalings, s = L / N")
+    p.add_argument("--continue-at", type=int, metavar="K",
+                   help="also train RoPE on at K x N with YaRN, and switched to FoPE (Figure 3)")
+    p.add_argument("--continue-steps", type=int)
+    p.add_argument("--data", help="training text: shakespeare (default) or a file")
+    p.add_argument("--eval-data", help="evaluate the loss on this file instead (a data shift)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -211,6 +289,17 @@ def build_parser():
     p.add_argument("--top-k", type=int, help="sample among the k most likely characters only")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("experiment", help="train position embeddings at N and compare them past N",
+                       description="Train each variant for each seed, evaluate loss by length and "
+                       "passkey retrieval, write results.json, results.md and figures. Run it again "
+                       "to resume an interrupted experiment.")
+    add_experiment_flags(p, "runs/experiment")
+    p.set_defaults(run=cmd_experiment)
+
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 15 min)")
+    add_experiment_flags(p, "runs/demo")
+    p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "fope-learnable", "alibi", "nope"],

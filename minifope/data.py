@@ -130,6 +130,13 @@ def shakespeare() -> tuple[str, str]:
     return join(train), join(VAL_PLAYS)
 
 
+def load_corpus(data: str) -> tuple[str, str]:
+    """'shakespeare' -> the embedded plays (train, val); a path -> that file, its last 10% held out."""
+    if data == "shakespeare":
+        return shakespeare()
+    return split_text(load_text(data))
+
+
 def load_text(path) -> str:
     """The text of a user's UTF-8 file; a byte-order mark and Windows line ends are dropped."""
     path = Path(path)

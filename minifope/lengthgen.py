@@ -66,12 +66,17 @@ def loss_by_length(model, data, lengths, chars_per_length=32768, batch_size=8, n
     return results
 
 
+def _new_axes():
+    # A Figure without pyplot: no global state, works without a display.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(6, 4)).subplots()
+
+
 def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel="validation loss (nats/char)"):
     """curves: {label: (lengths, losses)}; spread: {label: stds} for error bars. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        ax = _new_axes()
     for label, (lengths, losses) in curves.items():
         err = None if spread is None else spread.get(label)
         ax.errorbar(lengths, losses, yerr=err, marker="o", capsize=3, label=label)
@@ -87,10 +92,8 @@ def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel="validat
 
 def plot_loss_by_position(curves, train_len, ax=None):
     """curves: {label: (bucket_edges, bucket_loss)} for one long length. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        ax = _new_axes()
     for label, (edges, losses) in curves.items():
         centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
         ax.plot(centres, losses, marker=".", label=label)

@@ -16,6 +16,7 @@ Parameter names (the keys of `params` and `grads`), each (shape):
 Fixed FoPE coefficients live in `buffers` under the same names.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -103,6 +104,21 @@ class GPT:
         self.rope_w, self.rope_factor = rope_frequencies_of(config)
         self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
         self._cache = None
+
+    def with_config(self, **changes):
+        """A GPT that shares this one's parameters and buffers under a changed config.
+
+        For evaluating the same weights another way: RoPE scaling past the training length
+        (rope_scaling, rope_scale), another attention path (attn_impl, attn_chunk). Changes
+        that alter a parameter's shape are refused.
+        """
+        other = GPT(dataclasses.replace(self.config, **changes))
+        for mine, theirs in ((self.params, other.params), (self.buffers, other.buffers)):
+            if mine.keys() != theirs.keys() or any(mine[n].shape != theirs[n].shape for n in mine):
+                raise ValueError(f"with_config({changes}) changes the parameters' shapes")
+        other.params, other.buffers = self.params, self.buffers
+        other.grads = {name: np.zeros_like(p) for name, p in other.params.items()}
+        return other
 
     def num_params(self):
         return sum(p.size for p in self.params.values())

@@ -227,3 +227,15 @@ def test_attention_inputs_are_what_the_layer_attends_with(pe):
     cache = KVCache(config.n_layer)
     model.forward(idx, pos_offset=4, kv_cache=cache)
     np.testing.assert_allclose(cache.layers[1][0], got["k_rot"], rtol=1e-12)
+
+
+def test_with_config_shares_the_weights_and_applies_the_change():
+    model = GPT(tiny_config(pe="rope"))
+    yarn = model.with_config(rope_scaling="yarn", rope_scale=2.0)
+    assert yarn.params["wte"] is model.params["wte"]
+    idx, _ = batch(tiny_config(), T=12)
+    assert not np.allclose(yarn.forward(idx)[0], model.forward(idx)[0])
+    same = model.with_config(attn_impl="chunked", attn_chunk=4)
+    assert relative_error(same.forward(idx)[0], model.forward(idx)[0]) < 1e-12
+    with pytest.raises(ValueError, match="shapes"):
+        model.with_config(d_model=64, n_head=2)

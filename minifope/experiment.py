@@ -1,0 +1,339 @@
+"""The length-generalization experiment: train at N, evaluate at N x {1, 2, 4, 8, 16}.
+
+    run_experiment(ExperimentConfig(variants=["rope", "fope", "alibi"], seeds=3), "runs/exp")
+
+For every variant and seed a model is trained (train.py, passkey prompts mixed into the
+batches) into OUT/runs/<variant>/seed<k>/, then evaluated:
+
+- the validation loss at each length L = N x multiplier, and per position (lengthgen.py);
+- passkey retrieval accuracy on a length x depth grid, greedy decoding (passkey.py);
+- for RoPE, optionally, the same weights under PI, NTK-aware or YaRN scaling with
+  s = L / N at each length (rope_scaling.py), with no retraining;
+- optionally, the paper's Figure 3 setup: the trained RoPE model trained further at a
+  longer length, once with YaRN and once switched to FoPE, from the same checkpoint.
+
+OUT/results.json holds every number (mean and standard deviation over seeds), OUT/results.md
+the table, and OUT/*.png the figures. Everything finished is kept: a crashed or stopped
+experiment, run again with the same command, resumes training where the checkpoints stop
+and skips every evaluation already written (eval.json per run).
+
+Variants: a position embedding (rope, fope, alibi, nope), an ablation (clip-only: RoPE with
+FoPE's clip and no Fourier series; series-only: FoPE without the clip), or any of these
+with GPTConfig fields changed, written NAME:field=value[,field=value], e.g. fope:fope_sigma=0.1.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
+from .config import GPTConfig
+from .errors import UserError
+from .lengthgen import loss_by_length, plot_loss_by_length, plot_loss_by_position
+from .passkey import needle_grid, plot_needle_grid
+from .train import TrainConfig, train
+
+ALIASES = {
+    "rope": {"pe": "rope"},
+    "fope": {"pe": "fope"},
+    "alibi": {"pe": "alibi"},
+    "nope": {"pe": "nope"},
+    "clip-only": {"pe": "rope", "rope_clip": True},
+    "series-only": {"pe": "fope", "fope_clip": False},
+}
+EXTENSIONS = ("pi", "ntk", "yarn")
+
+
+def parse_variant(spec):
+    """'fope:fope_sigma=0.1,fope_dim=64' -> GPTConfig fields {'pe': 'fope', 'fope_sigma': 0.1, ...}."""
+    name, _, rest = spec.partition(":")
+    if name not in ALIASES:
+        raise UserError(f"unknown variant {spec!r}: start with one of {', '.join(ALIASES)}")
+    fields = dict(ALIASES[name])
+    known = {f.name for f in dataclasses.fields(GPTConfig)}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in known:
+            raise UserError(f"variant {spec!r}: {item!r} is not FIELD=VALUE with a GPTConfig field")
+        fields[key] = _parse_value(value)
+    return fields
+
+
+def _parse_value(text):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass
+class ExperimentConfig:
+    """What to train and how to evaluate it. The defaults are the demo's scale."""
+
+    variants: list = field(default_factory=lambda: ["rope", "fope", "alibi"])
+    seeds: int = 1
+    model: dict = field(default_factory=lambda: dict(d_model=128, n_layer=4, n_head=4, train_len=256))
+    train: dict = field(default_factory=lambda: dict(steps=600, batch_size=16, passkey_frac=0.5,
+                                                     eval_interval=200, eval_batches=8))
+    multipliers: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    eval_chars: int = 32768
+    passkey_multipliers: list = field(default_factory=lambda: [1, 2, 4])
+    depths: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    trials: int = 8
+    extend: list = field(default_factory=list)
+    continue_factor: int = 0
+    continue_steps: int = 200
+    data: str = "shakespeare"
+    eval_data: str | None = None
+
+    def training_key(self):
+        """The settings a trained run depends on: two experiments sharing them share runs."""
+        return dict(model=self.model, train=self.train, data=self.data,
+                    continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+
+    def eval_key(self):
+        keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "extend",
+                "eval_data")
+        text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _slug(label):
+    return "".join(c if c.isalnum() or c in "-_.=+@" else "_" for c in label)
+
+
+def _write_json(path, obj):
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None):
+    """Train into run_dir, or resume it, or reuse it when it is complete. Returns (model, tokenizer)."""
+    ckpt = run_dir / CKPT_NAME
+    if ckpt.exists():
+        model, tokenizer, state, _ = load_checkpoint(ckpt)
+        if state.get("step", 0) >= train_config.steps:
+            return model, tokenizer
+    train(model_config, *corpus, train_config, out_dir=run_dir, resume=ckpt.exists(),
+          data_name=data_name, progress=progress, init_from=init_from)
+    model, tokenizer, _, _ = load_checkpoint(ckpt)
+    return model, tokenizer
+
+
+def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
+    lengths = [N * m for m in ec.multipliers]
+    result = {"loss": {str(L): r for L, r in loss_by_length(model, eval_tokens, lengths,
+                                                           ec.eval_chars, progress=progress).items()}}
+    if passkey:
+        pk_lengths = [N * m for m in ec.passkey_multipliers]
+        grid = needle_grid(model, tokenizer, pk_lengths, ec.depths, ec.trials, seed=1234,
+                           progress=progress)
+        result["passkey"] = {"lengths": pk_lengths, "depths": ec.depths, "trials": ec.trials,
+                             "grid": grid.tolist()}
+    return result
+
+
+def _extension_losses(model, ec, eval_tokens, N, kind, progress):
+    """Loss at each length L of the RoPE model under `kind` scaling with s = L / N."""
+    out = {}
+    for m in ec.multipliers:
+        scaled = model.with_config(rope_scaling=kind, rope_scale=float(max(m, 1)), rope_original_len=N)
+        out.update({str(L): r for L, r in loss_by_length(scaled, eval_tokens, [N * m], ec.eval_chars,
+                                                        progress=progress).items()})
+    return {"loss": out}
+
+
+def run_experiment(ec, out_dir, progress=True):
+    """Train and evaluate everything ec asks for into out_dir; return the summary dict."""
+    from .data import load_corpus, load_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "experiment.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("training") != json.loads(json.dumps(ec.training_key())):
+            raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
+                            "use another --out, or the same settings to resume it")
+    _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
+
+    specs = {label: parse_variant(label) for label in ec.variants}
+    base_model = dict(ec.model)
+    try:
+        configs = {label: GPTConfig(**{**base_model, **fields}) for label, fields in specs.items()}
+        tc_fields = {k: v for k, v in ec.train.items()}
+        TrainConfig(**tc_fields)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"experiment settings: {e}") from None
+    N = base_model["train_len"]
+    corpus = load_corpus(ec.data)
+    eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
+
+    runs = {}
+    jobs = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
+    bar = tqdm(jobs, disable=not progress, desc="experiment", unit="run", dynamic_ncols=True)
+    for label, seed in bar:
+        bar.set_postfix(run=f"{label} seed {seed}")
+        run_dir = out / "runs" / _slug(label) / f"seed{seed}"
+        tc = TrainConfig(**{**tc_fields, "seed": seed})
+        model, tokenizer = _train_run(run_dir, configs[label], tc, corpus, ec.data, progress)
+        eval_tokens = tokenizer.encode(eval_text)
+        runs.setdefault(label, {})[seed] = _cached_eval(
+            run_dir, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
+        if configs[label].pe == "rope" and not configs[label].rope_clip:
+            for kind in ec.extend:
+                runs.setdefault(f"{label}+{kind}", {})[seed] = _cached_eval(
+                    run_dir, ec, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
+                    name=f"eval-{kind}")
+            if ec.continue_factor:
+                _continued_runs(runs, label, seed, run_dir, ec, tc, corpus, eval_tokens, N, progress)
+    summary = summarise(runs, ec, N)
+    write_report(summary, out)
+    return summary
+
+
+def _cached_eval(run_dir, ec, compute, name="eval"):
+    path = run_dir / f"{name}.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("eval_key") == ec.eval_key():
+            return stored["result"]
+    result = compute()
+    _write_json(path, {"eval_key": ec.eval_key(), "result": result})
+    return result
+
+
+def _continued_runs(runs, label, seed, run_dir, ec, tc, corpus, eval_tokens, N, progress):
+    """Figure 3: from the trained RoPE checkpoint, train on at factor * N with YaRN, and with FoPE."""
+    longer = N * ec.continue_factor
+    source = load_checkpoint(run_dir)[0].config
+    base = dict(source.to_dict(), train_len=longer, rope_original_len=N)
+    settings = {
+        f"{label}+yarn@{ec.continue_factor}N": dict(base, rope_scaling="yarn",
+                                                    rope_scale=float(ec.continue_factor)),
+        f"{label}-to-fope@{ec.continue_factor}N": dict(base, pe="fope", rope_original_len=0),
+    }
+    ctc = dataclasses.replace(tc, steps=ec.continue_steps, warmup=min(20, ec.continue_steps // 10),
+                              eval_interval=ec.continue_steps)
+    for name, fields in settings.items():
+        sub = run_dir.parent.parent / _slug(name) / run_dir.name
+        model, tokenizer = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
+                                      init_from=run_dir)
+        runs.setdefault(name, {})[seed] = _cached_eval(
+            sub, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
+
+
+def summarise(runs, ec, N):
+    """Mean and standard deviation over seeds of every number, per variant."""
+    summary = {"train_len": N, "seeds": ec.seeds, "variants": {}}
+    for label, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        entry = {"seeds": seeds, "loss": {}}
+        lengths = sorted({int(L) for s in seeds for L in by_seed[s]["loss"]})
+        for L in lengths:
+            values = [by_seed[s]["loss"][str(L)]["loss"] for s in seeds]
+            curves = np.array([by_seed[s]["loss"][str(L)]["bucket_loss"] for s in seeds])
+            entry["loss"][str(L)] = dict(mean=float(np.mean(values)), std=float(np.std(values)),
+                                         values=values,
+                                         bucket_edges=by_seed[seeds[0]]["loss"][str(L)]["bucket_edges"],
+                                         bucket_loss=curves.mean(axis=0).tolist())
+        if all("passkey" in by_seed[s] for s in seeds):
+            grids = np.array([by_seed[s]["passkey"]["grid"] for s in seeds])  # (seeds, lengths, depths)
+            by_length = grids.mean(axis=2)
+            first = by_seed[seeds[0]]["passkey"]
+            entry["passkey"] = dict(lengths=first["lengths"], depths=first["depths"],
+                                    trials=first["trials"], mean=by_length.mean(axis=0).tolist(),
+                                    std=by_length.std(axis=0).tolist(),
+                                    grid=grids.mean(axis=0).tolist())
+        summary["variants"][label] = entry
+    return summary
+
+
+def markdown_table(summary):
+    """The results as a markdown table: loss (nats/char) and passkey accuracy, mean ± std."""
+    N = summary["train_len"]
+    variants = summary["variants"]
+    lengths = sorted({int(L) for v in variants.values() for L in v["loss"]})
+    pk_lengths = sorted({L for v in variants.values() if "passkey" in v for L in v["passkey"]["lengths"]})
+    head = ["variant"] + [f"loss @{L // N}N" for L in lengths] + [f"passkey @{L // N}N" for L in pk_lengths]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, v in variants.items():
+        cells = [label]
+        for L in lengths:
+            r = v["loss"].get(str(L))
+            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "")
+        for L in pk_lengths:
+            pk = v.get("passkey")
+            if pk and L in pk["lengths"]:
+                i = pk["lengths"].index(L)
+                cells.append(f"{pk['mean'][i]:.2f} ± {pk['std'][i]:.2f}")
+            else:
+                cells.append("")
+        rows.append("| " + " | ".join(cells) + " |")
+    trials = next((v["passkey"]["trials"] for v in variants.values() if "passkey" in v), None)
+    note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds. Passkey: "
+            f"{trials} trials per (length, depth) cell, accuracy averaged over depths.\n") if trials else ""
+    return "\n".join(rows) + "\n" + note
+
+
+def write_report(summary, out):
+    """results.json, results.md and the figures."""
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    _write_json(out / "results.json", summary)
+    table = markdown_table(summary)
+    atomic_write(out / "results.md", lambda f: f.write(table.encode()))
+    N = summary["train_len"]
+    variants = summary["variants"]
+
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_pk = fig.subplots(1, 2)
+    curves = {k: ([int(L) for L in v["loss"]], [r["mean"] for r in v["loss"].values()])
+              for k, v in variants.items()}
+    spread = {k: [r["std"] for r in v["loss"].values()] for k, v in variants.items()}
+    plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
+    ax_loss.set_title("validation loss past the training length")
+    for label, v in variants.items():
+        if "passkey" in v:
+            pk = v["passkey"]
+            ax_pk.errorbar(pk["lengths"], pk["mean"], yerr=pk["std"], marker="o", capsize=3, label=label)
+    ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
+    ax_pk.set_xscale("log", base=2)
+    ax_pk.set_ylim(-0.05, 1.05)
+    ax_pk.set_xlabel("prompt length (characters)")
+    ax_pk.set_ylabel("passkey accuracy")
+    ax_pk.set_title("passkey retrieval")
+    ax_pk.legend()
+    ax_pk.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "figure.png", dpi=120)
+
+    longest = max(int(L) for v in variants.values() for L in v["loss"])
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    plot_loss_by_position({k: (v["loss"][str(longest)]["bucket_edges"], v["loss"][str(longest)]["bucket_loss"])
+                           for k, v in variants.items() if str(longest) in v["loss"]}, N, ax=ax)
+    ax.set_title(f"loss by position in {longest}-character windows")
+    fig.tight_layout()
+    fig.savefig(out / "loss_by_position.png", dpi=120)
+
+    with_grid = [(k, v["passkey"]) for k, v in variants.items() if "passkey" in v]
+    if with_grid:
+        fig = Figure(figsize=(4 * len(with_grid), 3.6))
+        axes = np.atleast_1d(fig.subplots(1, len(with_grid)))
+        for ax, (label, pk) in zip(axes, with_grid):
+            plot_needle_grid(np.array(pk["grid"]), pk["lengths"], pk["depths"], trials=pk["trials"],
+                             ax=ax, title=label)
+        fig.tight_layout()
+        fig.savefig(out / "needle_grid.png", dpi=120)

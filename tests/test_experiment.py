@@ -1,0 +1,121 @@
+"""The experiment runner on tiny configs: outputs, reuse, resume after a crash, refusals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minifope import experiment as E
+from minifope.errors import UserError
+from minifope.experiment import ExperimentConfig, markdown_table, parse_variant, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**changes):
+    base = dict(variants=["rope", "alibi"], seeds=2,
+                model=dict(d_model=16, n_layer=1, n_head=2, train_len=128),
+                train=dict(steps=4, batch_size=4, passkey_frac=0.5, eval_interval=2, eval_batches=1),
+                multipliers=[1, 2], eval_chars=512, passkey_multipliers=[1, 2], depths=[0.0, 1.0],
+                trials=2)
+    return ExperimentConfig(**{**base, **changes})
+
+
+def test_parse_variant_reads_aliases_and_fields():
+    assert parse_variant("clip-only") == {"pe": "rope", "rope_clip": True}
+    assert parse_variant("series-only") == {"pe": "fope", "fope_clip": False}
+    assert parse_variant("fope:fope_sigma=0.1,fope_dim=64") == {"pe": "fope", "fope_sigma": 0.1,
+                                                                 "fope_dim": 64}
+    with pytest.raises(UserError, match="unknown variant"):
+        parse_variant("sinusoid")
+    with pytest.raises(UserError, match="GPTConfig field"):
+        parse_variant("fope:colour=red")
+
+
+def test_experiment_writes_results_table_and_figures(tmp_path):
+    summary = run_experiment(tiny(extend=["yarn"]), tmp_path, progress=False)
+    assert set(summary["variants"]) == {"rope", "rope+yarn", "alibi"}
+    rope = summary["variants"]["rope"]
+    assert rope["seeds"] == [0, 1] and set(rope["loss"]) == {"128", "256"}
+    assert len(rope["loss"]["256"]["values"]) == 2
+    assert rope["passkey"]["lengths"] == [128, 256] and rope["passkey"]["trials"] == 2
+    assert "passkey" not in summary["variants"]["rope+yarn"]
+    for name in ("results.json", "results.md", "figure.png", "needle_grid.png", "loss_by_position.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| rope |" in table and "loss @2N" in table and "passkey @1N" in table
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_a_second_run_reuses_every_trained_model_and_evaluation(tmp_path, monkeypatch):
+    first = run_experiment(tiny(), tmp_path, progress=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("nothing should be recomputed")
+
+    monkeypatch.setattr(E, "train", forbidden)
+    monkeypatch.setattr(E, "loss_by_length", forbidden)
+    monkeypatch.setattr(E, "needle_grid", forbidden)
+    assert run_experiment(tiny(), tmp_path, progress=False) == first
+
+
+def test_a_crashed_experiment_resumes_from_what_it_finished(tmp_path, monkeypatch):
+    real_evaluate = E._evaluate_run
+    calls = []
+
+    def crash_on_second_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(E, "_evaluate_run", crash_on_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny(), tmp_path, progress=False)
+    assert (tmp_path / "runs/rope/seed0/eval.json").exists()
+    assert (tmp_path / "runs/rope/seed1/ckpt.npz").exists()
+    assert not (tmp_path / "runs/rope/seed1/eval.json").exists()
+
+    trained = []
+    real_train = E.train
+    monkeypatch.setattr(E, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    monkeypatch.setattr(E, "_evaluate_run", real_evaluate)
+    summary = run_experiment(tiny(), tmp_path, progress=False)
+    assert len(trained) == 2  # only the two alibi runs were still to train
+    assert set(summary["variants"]) == {"rope", "alibi"}
+
+
+def test_other_training_settings_in_the_same_folder_are_refused(tmp_path):
+    run_experiment(tiny(seeds=1, variants=["rope"]), tmp_path, progress=False)
+    changed = tiny(seeds=1, variants=["rope"])
+    changed.train = dict(changed.train, steps=8)
+    with pytest.raises(UserError, match="other settings"):
+        run_experiment(changed, tmp_path, progress=False)
+
+
+def test_continued_training_adds_yarn_and_fope_runs_from_the_rope_checkpoint(tmp_path):
+    ec = tiny(seeds=1, variants=["rope"], continue_factor=2, continue_steps=2)
+    summary = run_experiment(ec, tmp_path, progress=False)
+    assert {"rope+yarn@2N", "rope-to-fope@2N"} <= set(summary["variants"])
+    state = json.loads(__import__("numpy").load(tmp_path / "runs/rope-to-fope@2N/seed0/ckpt.npz")
+                       ["state.json"][()].item())
+    assert state["init_from"].endswith("runs/rope/seed0")
+
+
+def test_markdown_table_shows_mean_and_spread():
+    summary = {"train_len": 128, "seeds": 2, "variants": {"rope": {
+        "loss": {"128": {"mean": 1.5, "std": 0.02}}, "passkey": {"lengths": [128], "mean": [0.75],
+                                                                 "std": [0.25], "trials": 4}}}}
+    table = markdown_table(summary)
+    assert "| rope | 1.500 ± 0.020 | 0.75 ± 0.25 |" in table
+    assert "4 trials" in table
+
+
+def test_experiment_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(tmp_path),
+                             "--variants", "fope:colour=red", "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "colour=red" in result.stderr
