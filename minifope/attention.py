@@ -28,13 +28,16 @@ from .alibi import alibi_bias
 from .layers import linear_forward, linear_backward
 from .rope import apply_rotary, apply_rotary_backward, rotary_table_grads
 
-# 'auto' switches to the chunked path when the full score tensor would exceed this size.
+# 'auto' also takes the chunked path when the full score tensor would exceed this size.
 AUTO_CHUNK_BYTES = 64 * 2**20
 
 
-def use_chunked(impl, B, H, Tq, Tk, itemsize):
+def use_chunked(impl, B, H, Tq, Tk, itemsize, chunk=128):
+    # 'auto': chunked as soon as there is more than one block of rows, since skipping the
+    # keys a block never sees makes it faster as well as smaller; and always when the full
+    # score tensor would be large.
     if impl == "auto":
-        return B * H * Tq * Tk * itemsize > AUTO_CHUNK_BYTES
+        return Tq > chunk or B * H * Tq * Tk * itemsize > AUTO_CHUNK_BYTES
     if impl not in ("full", "chunked"):
         raise ValueError(f"attention impl must be 'auto', 'full' or 'chunked', got {impl!r}")
     return impl == "chunked"
@@ -68,7 +71,7 @@ def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
     # q (B,H,Tq,d), k (B,H,Tk,d), v (B,H,Tk,d), slopes (H,) for ALiBi or None -> out (B,H,Tq,d)
     B, H, Tq, _ = q.shape
     Tk = k.shape[-2]
-    if not use_chunked(impl, B, H, Tq, Tk, q.itemsize):
+    if not use_chunked(impl, B, H, Tq, Tk, q.itemsize, chunk):
         p, _ = _softmax(_scores(q, k, slopes, q_start, 0))
         out = p @ v
         return out, ("full", q, k, v, p, out, slopes, q_start, chunk)

@@ -33,11 +33,13 @@ def test_chunked_attention_equals_full_attention_forward_and_backward(Tq, Tk, ch
         assert relative_error(g_chunked, g_full) < 1e-12
 
 
-def test_auto_switches_to_chunked_above_the_size_threshold():
+def test_auto_chunks_past_one_block_of_rows_or_above_the_size_threshold():
     itemsize = 4
-    rows = AUTO_CHUNK_BYTES // (itemsize * 1024)
-    assert not use_chunked("auto", 1, 1, rows, 1024, itemsize)
-    assert use_chunked("auto", 1, 1, rows + 1, 1024, itemsize)
+    assert not use_chunked("auto", 4, 4, 128, 128, itemsize, chunk=128)
+    assert use_chunked("auto", 4, 4, 129, 129, itemsize, chunk=128)
+    rows = AUTO_CHUNK_BYTES // (itemsize * 65536)
+    assert use_chunked("auto", 1, 1, rows + 1, 65536, itemsize, chunk=4096)
+    assert not use_chunked("auto", 1, 1, 1, 65536, itemsize, chunk=128)  # one decoding step
     assert use_chunked("chunked", 1, 1, 2, 2, itemsize)
     assert not use_chunked("full", 64, 64, 4096, 4096, itemsize)
 
