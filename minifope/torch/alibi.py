@@ -1,0 +1,27 @@
+"""ALiBi as a torch module: the additive attention mask, slopes from minifope/alibi.py.
+
+    s(m, n) = q_m . k_n / sqrt(d)  -  slope_h * (m - n)   for n <= m,   -inf for n > m
+
+forward(q_positions, k_positions) -> mask (H, Tq, Tk) in float64, the causal mask folded
+in, ready for torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)).
+The bias is computed in float64 and cast once, as on the NumPy side.
+"""
+
+import torch
+
+from ..alibi import alibi_slopes
+from .float64_buffers import Float64Buffers
+
+
+class ALiBi(Float64Buffers):
+    def __init__(self, n_head):
+        super().__init__()
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head), dtype=torch.float64),
+                             persistent=False)
+
+    def forward(self, q_positions, k_positions):
+        q_positions = torch.as_tensor(q_positions, device=self.slopes.device)
+        k_positions = torch.as_tensor(k_positions, device=self.slopes.device)
+        distance = (q_positions[:, None] - k_positions[None, :]).to(torch.float64)  # m - n
+        mask = -self.slopes[:, None, None] * distance
+        return mask.masked_fill(distance < 0, float("-inf"))
