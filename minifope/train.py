@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     passkey_frac: float = 0.0  # share of each batch replaced by passkey prompts (passkey.py)
     passkey_digits: int = 5
+    passkey_loss: str = "all"  # 'answer': passkey rows carry loss on their answer only
 
     def __post_init__(self):
         if self.warmup is None and isinstance(self.steps, int):
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}")
         if not 0.0 <= self.passkey_frac <= 1.0:
             raise ValueError(f"passkey_frac must lie in [0, 1], got {self.passkey_frac!r}")
+        if self.passkey_loss not in ("all", "answer"):
+            raise ValueError(f"passkey_loss must be 'all' or 'answer', got {self.passkey_loss!r}")
         if not isinstance(self.passkey_digits, int) or not 1 <= self.passkey_digits <= 9:
             raise ValueError(f"passkey_digits must be an integer in 1..9, got {self.passkey_digits!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
@@ -264,8 +267,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
             x, y = get_batch(train_data, tc.batch_size, T, rng)
             if n_passkey:
-                x[-n_passkey:], y[-n_passkey:] = passkey_examples(rng, n_passkey, T, tokenizer,
-                                                                  tc.passkey_digits)
+                x[-n_passkey:], y[-n_passkey:] = passkey_examples(
+                    rng, n_passkey, T, tokenizer, tc.passkey_digits, loss=tc.passkey_loss)
             _, loss = model.forward(x, y)
             if not math.isfinite(loss):
                 bar.close()
