@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = "KING:\nWhat news, my lord? Speak, and be brief.\n\nLORD:\nThe day is ours.\n\n" * 30
 TINY = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "16", "--batch-size", "4",
         "--eval-interval", "1", "--eval-batches", "1", "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1",  # a worker script outside the repo still finds minifope
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run(*args, launcher=("-m",)):
@@ -148,3 +149,36 @@ def test_a_user_mistake_prints_one_line_and_exits_2(tmp_path):
     assert result.stderr.strip().splitlines() == ["error: --amp bf16 needs --dtype float32 (autocast "
                                                   "leaves float64 alone)"]
     assert not (tmp_path / "run").exists()
+
+
+WORKER = """
+import json, sys
+from minifope.config import GPTConfig
+from minifope.data import split_text
+from minifope.torch.train import TrainConfig, init_distributed, resolve_device, train
+import torch.distributed as dist
+
+init_distributed(resolve_device("cpu"))
+config = GPTConfig(d_model=16, n_layer=1, n_head=2, train_len=128, dtype="float64")
+tc = TrainConfig(steps=3, batch_size=4, eval_interval=3, eval_batches=1, passkey_frac=0.5,
+                 passkey_loss="answer")
+model, history = train(config, *split_text(open(sys.argv[1]).read()), tc, out_dir=sys.argv[2],
+                       progress=False, device="cpu")
+if dist.is_initialized():
+    dist.destroy_process_group()
+"""
+
+
+def test_data_parallel_weights_each_process_by_its_counted_targets(tmp_path):
+    # passkey rows that carry loss on their answer only fill the end of every batch, so the
+    # second process counts far fewer targets than the first; the gradient must still be the
+    # global batch's mean loss
+    (tmp_path / "worker.py").write_text(WORKER)
+    (tmp_path / "play.txt").write_text(TEXT * 2)
+    args = [tmp_path / "worker.py", tmp_path / "play.txt"]
+    one = run(*args, tmp_path / "one", launcher=())
+    two = run(*args, tmp_path / "two", launcher=("-m", "torch.distributed.run", "--standalone",
+                                                 "--nproc-per-node", "2"))
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    np.testing.assert_allclose(val_losses(tmp_path / "two"), val_losses(tmp_path / "one"), rtol=1e-6)
+    assert_same_params(tmp_path / "two", tmp_path / "one", 1e-6)

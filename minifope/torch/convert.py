@@ -8,7 +8,6 @@ A round trip NumPy -> torch -> NumPy in the same dtype gives back identical arra
 
 import dataclasses
 
-import numpy as np
 import torch
 
 from ..model import GPT as NumpyGPT
@@ -64,11 +63,3 @@ def from_torch(module, into=None):
         for name in store:
             store[name][...] = state[name].detach().to("cpu", getattr(torch, dtype)).numpy()
     return model
-
-
-def numpy_logits(logits):
-    """A torch logits tensor as a NumPy array: float64 stays, anything else becomes float32."""
-    logits = logits.detach()
-    if logits.dtype != torch.float64:
-        logits = logits.float()
-    return np.asarray(logits.cpu().numpy())

@@ -16,7 +16,13 @@ import contextlib
 import numpy as np
 import torch
 
-from .convert import numpy_logits, unwrap
+from .convert import unwrap
+
+
+def numpy_logits(logits):
+    # float64 stays float64; float32, and bfloat16 from autocast, become float32
+    logits = logits.detach()
+    return (logits if logits.dtype == torch.float64 else logits.float()).cpu().numpy()
 
 
 class NumpyView:

@@ -190,8 +190,9 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     """minifope.train.train with a torch GPT: same arguments, plus device ('auto' | 'cpu' |
     'cuda'), amp ('auto' | 'bf16' | 'off') and compile. Returns (torch GPT, history).
 
-    Under torchrun (torch.distributed initialised) each process trains on its slice of
-    every batch; batch_size must be divisible by the number of processes.
+    Under torchrun, call init_distributed(resolve_device(...)) first (the command line
+    does): each process then trains on its slice of every batch, and batch_size must be
+    divisible by the number of processes.
     """
     tc = train_config or TrainConfig()
     device = resolve_device(device)
@@ -277,8 +278,9 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
             x, y = get_batch(train_data, tc.batch_size, T, rng)  # the global batch, on every rank
             if n_passkey:
-                x[-n_passkey:], y[-n_passkey:] = passkey_examples(rng, n_passkey, T, tokenizer,
-                                                                  tc.passkey_digits)
+                x, y = x.copy(), y.copy()  # get_batch's x and y are overlapping views of one array
+                x[-n_passkey:], y[-n_passkey:] = passkey_examples(
+                    rng, n_passkey, T, tokenizer, tc.passkey_digits, loss=tc.passkey_loss)
             count, local_count = int((y != -1).sum()), int((y[rows] != -1).sum())
             xb = torch.from_numpy(x[rows]).to(device, non_blocking=True)
             yb = torch.from_numpy(y[rows]).to(device, non_blocking=True)
