@@ -229,10 +229,14 @@ class CharTokenizer:
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """x, y of shape (batch_size, block_size): random windows of data, y one step ahead."""
+    """x, y of shape (batch_size, block_size): random windows of data, y one step ahead.
+
+    x and y are separate arrays (not views of one window), so a caller may overwrite
+    targets, e.g. with the ignore index, without touching the inputs."""
     if len(data) < block_size + 1:
         raise UserError(f"the data is {len(data)} tokens long, but block_size={block_size} "
                         f"needs at least {block_size + 1}; use more text or a smaller block_size")
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
-    windows = np.asarray(data, dtype=np.int64)[starts[:, None] + np.arange(block_size + 1)]
-    return windows[:, :-1], windows[:, 1:]
+    index = starts[:, None] + np.arange(block_size)
+    data = np.asarray(data, dtype=np.int64)
+    return data[index], data[index + 1]

@@ -189,3 +189,11 @@ def test_split_text_rejects_fractions_outside_zero_one(fraction):
 def test_split_text_rejects_text_too_short_to_split():
     with pytest.raises(UserError, match="too short"):
         split_text("ab", 0.1)
+
+
+def test_get_batch_inputs_and_targets_do_not_share_memory():
+    data = np.arange(100)
+    x, y = get_batch(data, 4, 10, np.random.default_rng(0))
+    before = x.copy()
+    y[:] = -1
+    np.testing.assert_array_equal(x, before)
