@@ -43,11 +43,17 @@ def numpy_train(*args):
     return run("minifope", "train", *args)
 
 
-def torch_train(*args, processes=1):
+def torchrun(processes, log_dir):
+    # torchrun's own logs go to log_dir, not to a fresh folder in the system's temp directory
+    return ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+            "--log-dir", str(log_dir))
+
+
+def torch_train(*args, processes=1, log_dir=None):
     if processes == 1:
         return run("minifope.torch.train", "--device", "cpu", *args)
-    return run("minifope.torch.train", "--device", "cpu", *args, launcher=(
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), "-m"))
+    return run("minifope.torch.train", "--device", "cpu", *args,
+               launcher=(*torchrun(processes, log_dir), "-m"))
 
 
 def val_losses(folder):
@@ -73,7 +79,8 @@ def runs(tmp_path_factory):
     out = {name: folder / name for name in ("numpy", "torch", "ddp")}
     for name, result in (("numpy", numpy_train(*flags, "--out", out["numpy"])),
                          ("torch", torch_train(*flags, "--out", out["torch"])),
-                         ("ddp", torch_train(*flags, "--out", out["ddp"], processes=2))):
+                         ("ddp", torch_train(*flags, "--out", out["ddp"], processes=2,
+                                             log_dir=folder / "torchrun"))):
         assert result.returncode == 0, f"{name}: {result.stderr}"
     out["data"], out["flags"] = data, flags
     return out
@@ -177,8 +184,7 @@ def test_data_parallel_weights_each_process_by_its_counted_targets(tmp_path):
     (tmp_path / "play.txt").write_text(TEXT * 2)
     args = [tmp_path / "worker.py", tmp_path / "play.txt"]
     one = run(*args, tmp_path / "one", launcher=())
-    two = run(*args, tmp_path / "two", launcher=("-m", "torch.distributed.run", "--standalone",
-                                                 "--nproc-per-node", "2"))
+    two = run(*args, tmp_path / "two", launcher=torchrun(2, tmp_path / "torchrun"))
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     np.testing.assert_allclose(val_losses(tmp_path / "two"), val_losses(tmp_path / "one"), rtol=1e-6)
     assert_same_params(tmp_path / "two", tmp_path / "one", 1e-6)
