@@ -278,7 +278,6 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
             x, y = get_batch(train_data, tc.batch_size, T, rng)  # the global batch, on every rank
             if n_passkey:
-                x, y = x.copy(), y.copy()  # get_batch's x and y are overlapping views of one array
                 x[-n_passkey:], y[-n_passkey:] = passkey_examples(
                     rng, n_passkey, T, tokenizer, tc.passkey_digits, loss=tc.passkey_loss)
             count, local_count = int((y != -1).sum()), int((y[rows] != -1).sum())
