@@ -56,13 +56,14 @@ TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", 
                "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits")
 
 
-def cmd_train(args):
+def train_configs(args):
+    """(GPTConfig, TrainConfig, data) from the train flags: the defaults, then the checkpoint's
+    values (with --resume, or --init-from), then every flag the user gave."""
     import dataclasses
 
     from .checkpoint import checkpoint_path, load_checkpoint
     from .config import GPTConfig
-    from .sample import generate
-    from .train import TrainConfig, train
+    from .train import TrainConfig
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     model_fields = dataclasses.asdict(GPTConfig())
@@ -87,10 +88,18 @@ def cmd_train(args):
         train_config = TrainConfig(**train_fields)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.overwrite and not args.resume:
-        _remove_previous_run(args.out)
-    from .data import load_corpus
+    return model_config, train_config, data
 
+
+def cmd_train(args):
+    from .checkpoint import checkpoint_path, load_checkpoint
+    from .data import load_corpus
+    from .sample import generate
+    from .train import train
+
+    model_config, train_config, data = train_configs(args)
+    if args.overwrite and not args.resume:
+        remove_previous_run(args.out)
     train_text, val_text = load_corpus(data)
     model, history = train(model_config, train_text, val_text, train_config, out_dir=args.out,
                            resume=args.resume, data_name=data, progress=not args.quiet,
@@ -105,7 +114,7 @@ def cmd_train(args):
     return 0
 
 
-def _remove_previous_run(out):
+def remove_previous_run(out):
     from pathlib import Path
 
     from .checkpoint import CKPT_NAME
@@ -224,20 +233,8 @@ def add_experiment_flags(p, default_out):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser():
-    parser = OneLineParser(prog="python -m minifope", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-
-    p = sub.add_parser("train", help="train a character-level GPT and save DIR/ckpt.npz",
-                       description="Train a character-level GPT. Unset options take the defaults "
-                       "(or, with --resume, the checkpoint's values).")
+def add_train_flags(p):
+    """The flags of `python -m minifope train` (also used by `python -m minifope.torch.train`)."""
     p.add_argument("--data", help="'shakespeare' (the default: the embedded plays) or a UTF-8 text file")
     p.add_argument("--out", default="runs/shakespeare", help="run folder for ckpt.npz and log.jsonl "
                    "(default: runs/shakespeare)")
@@ -279,6 +276,23 @@ def build_parser():
     g.add_argument("--passkey-digits", type=int, help="digits of the passkey (5)")
     p.add_argument("--sample-chars", type=int, default=300, help="print a sample this long at the end (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser():
+    parser = OneLineParser(prog="python -m minifope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("train", help="train a character-level GPT and save DIR/ckpt.npz",
+                       description="Train a character-level GPT. Unset options take the defaults "
+                       "(or, with --resume, the checkpoint's values).")
+    add_train_flags(p)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")

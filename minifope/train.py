@@ -93,7 +93,7 @@ def evaluate(model, data, batch_size, n_batches):
     return float(np.mean(losses))
 
 
-class _StopOnSigint:
+class StopOnSigint:
     """Turn Ctrl-C into a flag checked between steps, so no step is left half applied."""
 
     def __init__(self):
@@ -113,7 +113,7 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _read_log(out_dir, up_to_step):
+def read_log(out_dir, up_to_step):
     path = Path(out_dir) / LOG_NAME
     if not path.exists():
         return []
@@ -121,7 +121,7 @@ def _read_log(out_dir, up_to_step):
     return [r for r in records if r["step"] <= up_to_step]
 
 
-def _history_from(records):
+def history_from(records):
     history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     for r in records:
         if "loss" in r:
@@ -133,7 +133,7 @@ def _history_from(records):
     return history
 
 
-def _check_resume(saved_model, saved_train, model_config, train_config, data_name, saved_data):
+def check_resume(saved_model, saved_train, model_config, train_config, data_name, saved_data):
     conflicts = []
     for name, value in dataclasses.asdict(model_config).items():
         if name not in ("vocab_size", "attn_impl", "attn_chunk") and saved_model[name] != value:
@@ -193,7 +193,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if ckpt is None or not ckpt.exists():
             raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
         model, tokenizer, state, optim_state = load_checkpoint(ckpt)
-        _check_resume(model.config.to_dict(), state.get("train_config", {}),
+        check_resume(model.config.to_dict(), state.get("train_config", {}),
                       dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
                                           seed=tc.seed),
                       tc, data_name, state.get("data"))
@@ -232,7 +232,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         optim.load_state_dict(optim_state)
         rng.bit_generator.state = state["rng"]
         step = state["step"]
-        records = _read_log(out, step)
+        records = read_log(out, step)
         atomic_write(out / LOG_NAME, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
 
     def save():
@@ -261,7 +261,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     val_loss = None
     # Overflow shows up as a non-finite loss, which stops the run with one clear message
     # below; NumPy's own warnings about it would only bury that message.
-    with _StopOnSigint() as sigint, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with StopOnSigint() as sigint, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while step < tc.steps:
             t0 = time.perf_counter()
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
@@ -301,4 +301,4 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
                 where = f"; checkpoint saved in {ckpt}, continue with --resume" if ckpt else ""
                 raise KeyboardInterrupt(f"stopped at step {step}{where}")
     bar.close()
-    return model, _history_from(records)
+    return model, history_from(records)

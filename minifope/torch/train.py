@@ -21,7 +21,6 @@ process would compute. Every process evaluates the same validation windows (no
 communication, the same number on every rank); rank 0 writes the log and the checkpoint.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -39,7 +38,6 @@ from tqdm.auto import tqdm
 
 from .. import cli
 from ..checkpoint import CKPT_NAME, atomic_write, checkpoint_path, load_checkpoint
-from ..config import GPTConfig
 from ..data import CharTokenizer, get_batch, load_corpus
 from ..errors import UserError
 from ..lengthgen import eval_windows
@@ -47,7 +45,7 @@ from ..model import GPT as NumpyGPT
 from ..optim import AdamW as NumpyAdamW
 from ..optim import lr_schedule
 from ..sample import generate
-from ..train import (LOG_NAME, TrainConfig, _check_resume, _history_from, _read_log, _StopOnSigint,
+from ..train import (LOG_NAME, TrainConfig, check_resume, history_from, read_log, StopOnSigint,
                      init_model_from, no_decay, passkey_chars)
 from .checkpoint import save_checkpoint
 from .convert import to_torch
@@ -168,7 +166,7 @@ def _start(model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data
         if ckpt is None or not ckpt.exists():
             raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
         model, tokenizer, state, optim_state = load_checkpoint(ckpt)
-        _check_resume(model.config.to_dict(), state.get("train_config", {}),
+        check_resume(model.config.to_dict(), state.get("train_config", {}),
                       dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
                                           seed=tc.seed),
                       tc, data_name, state.get("data"))
@@ -228,7 +226,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         load_optimizer_state(optimizer, names, optim_state, mirror.params)
         rng.bit_generator.state = state["rng"]
         step = state["step"]
-        records = _read_log(out, step)
+        records = read_log(out, step)
         if rank == 0:
             atomic_write(out / LOG_NAME,
                          lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
@@ -272,7 +270,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0,
                desc=f"train {mirror.config.pe} ({device.type} x{world})", unit="step", dynamic_ncols=True)
     val_loss = None
-    with _StopOnSigint() as sigint:
+    with StopOnSigint() as sigint:
         while step < tc.steps:
             t0 = time.perf_counter()
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
@@ -323,19 +321,17 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
                 where = f"; checkpoint saved in {ckpt}, continue with --resume" if ckpt else ""
                 raise KeyboardInterrupt(f"stopped at step {step}{where}")
     bar.close()
-    return model, _history_from(records)
+    return model, history_from(records)
 
 
 # --- the command line ----------------------------------------------------------------------------
 
 def build_parser():
-    """`python -m minifope train`'s parser (every flag, same defaults), plus the torch flags."""
-    base = cli.build_parser()
-    (commands,) = [a for a in base._actions if isinstance(a, argparse._SubParsersAction)]
-    parser = cli.OneLineParser(prog="python -m minifope.torch.train", add_help=False,
-                               parents=[commands.choices["train"]],
+    """`python -m minifope train`'s flags (same names, same defaults), plus the torch flags."""
+    parser = cli.OneLineParser(prog="python -m minifope.torch.train",
                                description="Train the character-level GPT with PyTorch, on one "
                                "device or, under torchrun, on several.")
+    cli.add_train_flags(parser)
     g = parser.add_argument_group("torch")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (auto: a GPU if there is one); under torchrun, one GPU per process")
@@ -346,41 +342,12 @@ def build_parser():
     return parser
 
 
-def configs_from_args(args):
-    """(GPTConfig, TrainConfig, data) from the flags, exactly as `python -m minifope train`
-    merges them: defaults, then the checkpoint's values (--resume, --init-from), then the flags."""
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    model_fields = dataclasses.asdict(GPTConfig())
-    train_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    data = given.get("data", "shakespeare")
-    if args.resume:
-        saved, _, state, _ = load_checkpoint(checkpoint_path(args.out))
-        model_fields = saved.config.to_dict()
-        train_fields.update(state.get("train_config", {}))
-        data = given.get("data", state.get("data") or "shakespeare")
-    if args.init_from and not args.resume:
-        source, _, _, _ = load_checkpoint(checkpoint_path(args.init_from))
-        model_fields = source.config.to_dict()
-        model_fields["rope_original_len"] = source.config.rope_original_len or source.config.train_len
-        if given.get("pe", source.config.pe) != "fope":  # FoPE options do not carry over to another pe
-            model_fields.update(fope_learnable=False, fope_clip=True)
-    model_fields.update({cli.MODEL_FLAGS[k]: v for k, v in given.items() if k in cli.MODEL_FLAGS})
-    train_fields.update({k: v for k, v in given.items() if k in cli.TRAIN_FLAGS})
-    model_fields["seed"] = train_fields["seed"]
-    model_config = cli.make_config(**model_fields)
-    try:
-        train_config = TrainConfig(**train_fields)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    return model_config, train_config, data
-
-
 def cmd_train(args):
     device = init_distributed(resolve_device(args.device))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    model_config, train_config, data = configs_from_args(args)
+    model_config, train_config, data = cli.train_configs(args)
     if args.overwrite and not args.resume and rank == 0:
-        cli._remove_previous_run(args.out)
+        cli.remove_previous_run(args.out)
     if dist.is_initialized():
         dist.barrier()  # no rank looks for a previous run before rank 0 has removed it
     train_text, val_text = load_corpus(data)
