@@ -6,6 +6,7 @@ into a UserError.
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -180,7 +181,7 @@ def cmd_experiment(args):
     from .experiment import markdown_table, run_experiment
 
     ec = experiment_config(args)
-    summary = run_experiment(ec, args.out, progress=not args.quiet)
+    summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
     print(markdown_table(summary))
     print(f"results: {args.out}/results.json, {args.out}/results.md; figures: {args.out}/figure.png, "
           f"{args.out}/needle_grid.png, {args.out}/loss_by_position.png")
@@ -194,7 +195,7 @@ def cmd_demo(args):
 
     start = time.time()
     ec = experiment_config(args)
-    summary = run_experiment(ec, args.out, progress=not args.quiet)
+    summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
     print(markdown_table(summary))
     print(f"figure: {args.out}/figure.png (also needle_grid.png, loss_by_position.png); "
           f"{time.time() - start:.0f} s")
@@ -230,6 +231,8 @@ def add_experiment_flags(p, default_out):
     p.add_argument("--continue-steps", type=int)
     p.add_argument("--data", help="training text: shakespeare (default) or a file")
     p.add_argument("--eval-data", help="evaluate the loss on this file instead (a data shift)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="runs trained at once, one BLAS thread each (default: 2, or 1 on one core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -119,3 +119,13 @@ def test_experiment_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "colour=red" in result.stderr
+
+
+def test_runs_in_parallel_processes_give_the_same_results(tmp_path):
+    one = run_experiment(tiny(seeds=1), tmp_path / "one", progress=False, jobs=1)
+    two = run_experiment(tiny(seeds=1), tmp_path / "two", progress=False, jobs=2)
+    for label in ("rope", "alibi"):
+        for L in ("128", "256"):
+            assert two["variants"][label]["loss"][L]["mean"] == pytest.approx(
+                one["variants"][label]["loss"][L]["mean"], abs=1e-4)
+    assert (tmp_path / "two/runs/alibi/seed0/eval.json").exists()
