@@ -54,7 +54,13 @@ def apply_rotary(x, cos, sin):
     # a' = a*COS - b*SIN,  b' = b*COS + a*SIN
     half = x.shape[-1] // 2
     a, b = x[..., :half], x[..., half:]
-    return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+    out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + (2 * half,)),
+                   dtype=np.result_type(x, cos))
+    np.multiply(a, cos, out=out[..., :half])
+    out[..., :half] -= b * sin
+    np.multiply(b, cos, out=out[..., half:])
+    out[..., half:] += a * sin
+    return out
 
 
 def apply_rotary_backward(dout, cos, sin):
