@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
-from .lengthgen import loss_by_length, plot_loss_by_length, plot_loss_by_position
+from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
 from .passkey import needle_grid, plot_needle_grid
 from .train import TrainConfig, train
 
@@ -106,7 +106,7 @@ class ExperimentConfig:
     def eval_key(self):
         keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "extend",
                 "eval_data")
-        text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        text = json.dumps({"version": 2, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -135,6 +135,8 @@ def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
     lengths = [N * m for m in ec.multipliers]
     result = {"loss": {str(L): r for L, r in loss_by_length(model, eval_tokens, lengths,
                                                            ec.eval_chars, progress=progress).items()}}
+    if model.config.pe in ("rope", "fope"):
+        result["leakage"] = _leakage(model, eval_tokens, N)
     if passkey:
         pk_lengths = [N * m for m in ec.passkey_multipliers]
         grid = needle_grid(model, tokenizer, pk_lengths, ec.depths, ec.trials, seed=1234,
@@ -142,6 +144,21 @@ def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
         result["passkey"] = {"lengths": pk_lengths, "depths": ec.depths, "trials": ec.trials,
                              "grid": grid.tolist()}
     return result
+
+
+def _leakage(model, eval_tokens, N, n_windows=256):
+    """Per layer, the mean share of query and key energy away from each rotating pair's own
+    frequency (spectrum.model_leakage, over n_windows windows of N characters)."""
+    from .spectrum import model_leakage, pair_frequencies
+
+    windows = eval_windows(eval_tokens, N, n_windows)[:, :-1]
+    rotating = np.nan_to_num(pair_frequencies(model)) > 0
+    out = []
+    for layer in range(model.config.n_layer):
+        q, k = model_leakage(model, windows, layer)
+        out.append(dict(q=float(np.nanmean(q[rotating])), k=float(np.nanmean(k[rotating])),
+                        q_per_pair=np.nan_to_num(q, nan=-1.0).tolist()))
+    return out
 
 
 def _extension_losses(model, ec, eval_tokens, N, kind, progress):
@@ -296,6 +313,11 @@ def summarise(runs, ec, N):
                                     trials=first["trials"], mean=by_length.mean(axis=0).tolist(),
                                     std=by_length.std(axis=0).tolist(),
                                     grid=grids.mean(axis=0).tolist())
+        if all("leakage" in by_seed[s] for s in seeds):
+            layers = len(by_seed[seeds[0]]["leakage"])
+            entry["leakage"] = [dict(q=float(np.mean([by_seed[s]["leakage"][l]["q"] for s in seeds])),
+                                     k=float(np.mean([by_seed[s]["leakage"][l]["k"] for s in seeds])))
+                                for l in range(layers)]
         summary["variants"][label] = entry
     return summary
 
@@ -324,6 +346,15 @@ def markdown_table(summary):
     trials = next((v["passkey"]["trials"] for v in variants.values() if "passkey" in v), None)
     note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds. Passkey: "
             f"{trials} trials per (length, depth) cell, accuracy averaged over depths.\n") if trials else ""
+    with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
+    if with_leak:
+        layers = max(len(v) for v in with_leak.values())
+        note += ("\nSpectral leakage: share of the rotated queries' energy away from each rotating "
+                 "pair's own frequency (spectrum.model_leakage over 256 windows of N), mean over "
+                 "pairs and seeds:\n\n| variant | " + " | ".join(f"layer {l}" for l in range(layers))
+                 + " |\n|" + "---|" * (layers + 1) + "\n")
+        for label, leak in with_leak.items():
+            note += f"| {label} | " + " | ".join(f"{x['q']:.3f}" for x in leak) + " |\n"
     return "\n".join(rows) + "\n" + note
 
 

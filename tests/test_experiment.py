@@ -129,3 +129,12 @@ def test_runs_in_parallel_processes_give_the_same_results(tmp_path):
             assert two["variants"][label]["loss"][L]["mean"] == pytest.approx(
                 one["variants"][label]["loss"][L]["mean"], abs=1e-4)
     assert (tmp_path / "two/runs/alibi/seed0/eval.json").exists()
+
+
+def test_rotating_variants_report_their_spectral_leakage(tmp_path):
+    summary = run_experiment(tiny(seeds=1, variants=["rope", "fope", "alibi"]), tmp_path, progress=False)
+    for label in ("rope", "fope"):
+        leak = summary["variants"][label]["leakage"]
+        assert len(leak) == 1 and 0.0 <= leak[0]["q"] <= 1.0
+    assert "leakage" not in summary["variants"]["alibi"]
+    assert "Spectral leakage" in (tmp_path / "results.md").read_text()
