@@ -104,8 +104,8 @@ class ExperimentConfig:
                     continue_factor=self.continue_factor, continue_steps=self.continue_steps)
 
     def eval_key(self):
-        keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "extend",
-                "eval_data")
+        # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
+        keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "eval_data")
         text = json.dumps({"version": 2, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
