@@ -202,7 +202,7 @@ def cmd_demo(args):
     return 0
 
 
-def add_experiment_flags(p, default_out):
+def add_experiment_flags(p, default_out, default_jobs):
     p.add_argument("--out", default=default_out, help=f"experiment folder (default: {default_out})")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
                    help="position embeddings to compare (default: rope fope alibi)")
@@ -231,8 +231,9 @@ def add_experiment_flags(p, default_out):
     p.add_argument("--continue-steps", type=int)
     p.add_argument("--data", help="training text: shakespeare (default) or a file")
     p.add_argument("--eval-data", help="evaluate the loss on this file instead (a data shift)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="runs trained at once, one BLAS thread each (default: 2, or 1 on one core)")
+    p.add_argument("--jobs", type=int, default=default_jobs,
+                   help=f"runs trained at once, each in its own process with one BLAS thread "
+                   f"(default: {default_jobs})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -311,11 +312,11 @@ def build_parser():
                        description="Train each variant for each seed, evaluate loss by length and "
                        "passkey retrieval, write results.json, results.md and figures. Run it again "
                        "to resume an interrupted experiment.")
-    add_experiment_flags(p, "runs/experiment")
+    add_experiment_flags(p, "runs/experiment", default_jobs=2)
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 15 min)")
-    add_experiment_flags(p, "runs/demo")
+    add_experiment_flags(p, "runs/demo", default_jobs=3)  # one process per embedding
     p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")
