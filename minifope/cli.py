@@ -6,7 +6,6 @@ into a UserError.
 """
 
 import argparse
-import os
 import sys
 
 import numpy as np

@@ -25,8 +25,6 @@ with GPTConfig fields changed, written NAME:field=value[,field=value], e.g. fope
 import dataclasses
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

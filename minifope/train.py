@@ -28,7 +28,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint, save_checkpoint
-from .config import GPTConfig
 from .data import CharTokenizer, get_batch
 from .errors import UserError
 from .lengthgen import eval_windows

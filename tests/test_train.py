@@ -1,7 +1,6 @@
 """The trainer, checkpoints and sampling, on tiny real models and real files."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
