@@ -177,27 +177,17 @@ def experiment_config(args, preset=None):
 
 
 def cmd_experiment(args):
-    from .experiment import markdown_table, run_experiment
-
-    ec = experiment_config(args)
-    summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
-    print(markdown_table(summary))
-    print(f"results: {args.out}/results.json, {args.out}/results.md; figures: {args.out}/figure.png, "
-          f"{args.out}/needle_grid.png, {args.out}/loss_by_position.png")
-    return 0
-
-
-def cmd_demo(args):
+    """`experiment` and `demo` (the same run with the demo's defaults)."""
     import time
 
     from .experiment import markdown_table, run_experiment
 
     start = time.time()
-    ec = experiment_config(args)
-    summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
+    summary = run_experiment(experiment_config(args), args.out, progress=not args.quiet,
+                             jobs=args.jobs)
     print(markdown_table(summary))
-    print(f"figure: {args.out}/figure.png (also needle_grid.png, loss_by_position.png); "
-          f"{time.time() - start:.0f} s")
+    print(f"results: {args.out}/results.json and results.md; figures: {args.out}/figure.png, "
+          f"needle_grid.png, loss_by_position.png ({time.time() - start:.0f} s)")
     return 0
 
 
@@ -316,7 +306,7 @@ def build_parser():
 
     p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 15 min)")
     add_experiment_flags(p, "runs/demo", default_jobs=3)  # one process per embedding
-    p.set_defaults(run=cmd_demo)
+    p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "fope-learnable", "alibi", "nope"],
