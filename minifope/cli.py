@@ -314,6 +314,14 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-tensor tables")
     p.set_defaults(run=cmd_gradcheck)
+
+    from .bench import add_bench_flags, cmd_bench
+
+    p = sub.add_parser("bench", help="time the NumPy engine against the torch path on this CPU",
+                       description="Time a training step, the attention core, memory and generation: "
+                       "the NumPy engine against torch on the CPU, in one run (see minifope/bench.py).")
+    add_bench_flags(p)
+    p.set_defaults(run=cmd_bench)
     return parser
 
 
