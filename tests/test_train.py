@@ -1,6 +1,7 @@
 """The trainer, checkpoints and sampling, on tiny real models and real files."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -248,3 +249,12 @@ def test_init_from_a_model_of_another_width_is_refused(tmp_path):
     with pytest.raises(UserError, match="does not fit"):
         train(GPTConfig(**{**TINY, "d_model": 32}), TEXT[:1500], TEXT[1500:], tc, progress=False,
               init_from=tmp_path / "a")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from minifope.checkpoint import atomic_write
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write(tmp_path / "x.json", lambda f: f.write(b"{}"))
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
