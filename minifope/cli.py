@@ -325,8 +325,10 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, parser=None):
+    """Run a command; a UserError becomes one line on stderr and exit status 2. `parser`
+    defaults to this module's (python -m minifope.torch.train passes its own)."""
+    args = (parser or build_parser()).parse_args(argv)
     try:
         return args.run(args)
     except UserError as e:

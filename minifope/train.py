@@ -173,29 +173,22 @@ def passkey_chars():
     return "".join(sorted(set(TASK + FILLER + NEEDLE.format(key="") + QUESTION + " .0123456789\n")))
 
 
-def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
-          tokenizer=None, data_name=None, progress=True, init_from=None):
-    """Train a GPT on `train_text`, validating on `val_text`; return (model, history).
-
-    history: dict of lists, "step"/"loss" (training loss every log_interval steps) and
-    "val_step"/"val_loss". With out_dir, checkpoints and log.jsonl go there; resume=True
-    continues from out_dir/ckpt.npz (the configs must agree; steps may grow). Without
-    resume, an existing checkpoint in out_dir is never overwritten: UserError instead.
-    init_from: start from that checkpoint's parameters (see init_model_from), with a fresh
-    optimizer. With passkey_frac > 0 the vocabulary also holds the passkey's characters.
-    """
-    tc = train_config or TrainConfig()
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / CKPT_NAME if out is not None else None
+def start_run(model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data_name,
+              init_from):
+    """Where a run starts, for this trainer and the torch one: resume the checkpoint at ckpt
+    (refusing a conflicting config), start from init_from's weights, or build a fresh model
+    and vocabulary; then encode the texts and check they and the passkey prompts fit
+    train_len. Returns (NumPy GPT, tokenizer, state, optim_state, train_data, val_data);
+    state and optim_state are empty unless resuming."""
     state, optim_state = {}, {}
     if resume:
         if ckpt is None or not ckpt.exists():
             raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
         model, tokenizer, state, optim_state = load_checkpoint(ckpt)
         check_resume(model.config.to_dict(), state.get("train_config", {}),
-                      dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
-                                          seed=tc.seed),
-                      tc, data_name, state.get("data"))
+                     dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
+                                         seed=tc.seed),
+                     tc, data_name, state.get("data"))
         model.config.attn_impl, model.config.attn_chunk = model_config.attn_impl, model_config.attn_chunk
     else:
         if ckpt is not None and ckpt.exists():
@@ -210,9 +203,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
 
     T = model.config.train_len
     train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
-    n_passkey = round(tc.passkey_frac * tc.batch_size)
-    if n_passkey:
-        from .passkey import min_prompt_length, passkey_examples
+    if round(tc.passkey_frac * tc.batch_size):
+        from .passkey import min_prompt_length
 
         tokenizer.encode(passkey_chars())  # names any character the vocabulary lacks
         need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1
@@ -222,6 +214,29 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if len(data) < T + 1:
             raise UserError(f"the {name} text has {len(data)} characters; train_len={T} needs at "
                             f"least {T + 1}. Use a longer text or a smaller --train-len")
+    return model, tokenizer, state, optim_state, train_data, val_data
+
+
+def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
+          tokenizer=None, data_name=None, progress=True, init_from=None):
+    """Train a GPT on `train_text`, validating on `val_text`; return (model, history).
+
+    history: dict of lists, "step"/"loss" (training loss every log_interval steps) and
+    "val_step"/"val_loss". With out_dir, checkpoints and log.jsonl go there; resume=True
+    continues from out_dir/ckpt.npz (the configs must agree; steps may grow). Without
+    resume, an existing checkpoint in out_dir is never overwritten: UserError instead.
+    init_from: start from that checkpoint's parameters (see init_model_from), with a fresh
+    optimizer. With passkey_frac > 0 the vocabulary also holds the passkey's characters.
+    """
+    tc = train_config or TrainConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / CKPT_NAME if out is not None else None
+    model, tokenizer, state, optim_state, train_data, val_data = start_run(
+        model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data_name, init_from)
+    T = model.config.train_len
+    n_passkey = round(tc.passkey_frac * tc.batch_size)
+    if n_passkey:
+        from .passkey import passkey_examples
 
     optim = AdamW(model.params, lr=tc.lr, weight_decay=tc.weight_decay, no_decay=no_decay)
     rng = np.random.default_rng(tc.seed)

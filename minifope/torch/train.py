@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -38,15 +37,14 @@ from tqdm.auto import tqdm
 
 from .. import cli
 from ..checkpoint import CKPT_NAME, atomic_write, checkpoint_path, load_checkpoint
-from ..data import CharTokenizer, get_batch, load_corpus
+from ..data import get_batch, load_corpus
 from ..errors import UserError
 from ..lengthgen import eval_windows
-from ..model import GPT as NumpyGPT
 from ..optim import AdamW as NumpyAdamW
 from ..optim import lr_schedule
 from ..sample import generate
-from ..train import (LOG_NAME, TrainConfig, check_resume, history_from, read_log, StopOnSigint,
-                     init_model_from, no_decay, passkey_chars)
+from ..train import (LOG_NAME, TrainConfig, history_from, read_log, start_run, StopOnSigint,
+                     no_decay)
 from .checkpoint import save_checkpoint
 from .convert import to_torch
 from .numpy_view import NumpyView
@@ -160,28 +158,6 @@ def evaluate(model, data, train_len, batch_size, n_batches, amp, device):
 
 # --- the run ------------------------------------------------------------------------------------
 
-def _start(model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data_name, init_from):
-    # -> (NumPy GPT, tokenizer, state, optim_state): where the run starts, as minifope.train.train
-    if resume:
-        if ckpt is None or not ckpt.exists():
-            raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
-        model, tokenizer, state, optim_state = load_checkpoint(ckpt)
-        check_resume(model.config.to_dict(), state.get("train_config", {}),
-                      dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
-                                          seed=tc.seed),
-                      tc, data_name, state.get("data"))
-        return model, tokenizer, state, optim_state
-    if ckpt is not None and ckpt.exists():
-        raise UserError(f"{ckpt} already exists: pass --resume to continue it, or choose another --out")
-    if init_from is not None:
-        model, tokenizer = init_model_from(init_from, dataclasses.replace(model_config, seed=tc.seed))
-    else:
-        extra = passkey_chars() if tc.passkey_frac > 0 else ""
-        tokenizer = tokenizer or CharTokenizer.from_text(train_text + val_text + extra)
-        model = NumpyGPT(dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, seed=tc.seed))
-    return model, tokenizer, {}, {}
-
-
 def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
           tokenizer=None, data_name=None, progress=True, init_from=None, device="auto",
           amp="auto", compile=False):
@@ -200,22 +176,12 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
                         f"by the {world} processes")
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / CKPT_NAME if out is not None else None
-    mirror, tokenizer, state, optim_state = _start(model_config, tc, ckpt, resume, tokenizer,
-                                                   train_text, val_text, data_name, init_from)
+    mirror, tokenizer, state, optim_state, train_data, val_data = start_run(
+        model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data_name, init_from)
     T = mirror.config.train_len
-    train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
     n_passkey = round(tc.passkey_frac * tc.batch_size)
     if n_passkey:
-        from ..passkey import min_prompt_length, passkey_examples
-
-        tokenizer.encode(passkey_chars())  # names any character the vocabulary lacks
-        need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1
-        if T < need:
-            raise UserError(f"passkey prompts need train_len >= {need}; it is {T}")
-    for name, data in (("training", train_data), ("validation", val_data)):
-        if len(data) < T + 1:
-            raise UserError(f"the {name} text has {len(data)} characters; train_len={T} needs at "
-                            f"least {T + 1}. Use a longer text or a smaller --train-len")
+        from ..passkey import passkey_examples
 
     model = to_torch(mirror, device)
     amp = autocast(amp, device, mirror.config.dtype)
@@ -370,15 +336,8 @@ def cmd_train(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
-        return 130
+        return cli.main(argv, build_parser())
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
