@@ -1,0 +1,106 @@
+"""What every checker shares: call the student's answer safely, compare it tensor by tensor, say why.
+
+A checker never raises on a wrong answer, so a lesson keeps running: it prints the
+makemore-style table of `minifope.gradcheck.cmp` (tensor, shape, max |diff|, rel error,
+ok/FAIL), then a hint when the answer matches a mistake it knows, and returns True or False.
+
+    ok = grade("softmax_backward", student_fn, (dp, p), names=["ds"], refs=[ds_ref],
+               mistakes={"did you forget the -sum_n P dP term?": [p * dp]})
+"""
+
+import numpy as np
+
+from ..gradcheck import cmp, relative_error
+
+
+class AnswerError(Exception):
+    """The answer could not be compared: it raised, or returned something of the wrong kind."""
+
+
+def call(name, fn, *args):
+    """fn(*args), or AnswerError with a message that says what went wrong and where."""
+    if not callable(fn):
+        raise AnswerError(f"{name}: expected a function, got {type(fn).__name__}")
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise AnswerError(f"{name}: not done yet (it raises NotImplementedError); "
+                          "fill in the body and run the check again") from None
+    except Exception as e:  # the student's bug: report it, keep the notebook running
+        raise AnswerError(f"{name} raised {type(e).__name__}: {e}") from None
+
+
+def as_arrays(name, result, names):
+    """The answer as a list of float arrays, one per name in `names`; AnswerError otherwise."""
+    if len(names) == 1:
+        result = [result]
+    elif not isinstance(result, (tuple, list)) or len(result) != len(names):
+        got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
+        raise AnswerError(f"{name} must return {len(names)} arrays ({', '.join(names)}), got {got}")
+    arrays = []
+    for n, r in zip(names, result):
+        if r is None:
+            raise AnswerError(f"{n} is None: did the function forget to return it?")
+        a = np.asarray(r)
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise AnswerError(f"{n} must be a numeric array, got {type(r).__name__} of {a.dtype}")
+        arrays.append(a)
+    return arrays
+
+
+def matches(mine, candidate, tol):
+    return np.shape(mine) == np.shape(candidate) and relative_error(mine, candidate) <= tol
+
+
+HEADER = f"{'tensor':<28} {'shape':<16} {'max |diff|':>12} {'rel error':>12}   status"
+
+
+def rows(name, fn, args, names, refs, tol, mistakes=None):
+    """Run fn(*args) and print one row per output (no header) and a hint; True if all within tol."""
+    try:
+        mine = as_arrays(name, call(name, fn, *args), names)
+        for n, a, r in zip(names, mine, refs):
+            if np.iscomplexobj(a) and not np.iscomplexobj(r):
+                raise AnswerError(f"{n} is complex, but the answer is real: take its real part")
+    except AnswerError as e:
+        print(f"FAIL  {e}")
+        return False
+    ok = True
+    for n, a, r in zip(names, mine, refs):
+        ok &= cmp(n, a, r, tol)
+    if not ok:
+        for hint, wrong in (mistakes or {}).items():
+            pairs = [(m, w) for m, w, r in zip(mine, wrong, refs)
+                     if w is not None and not matches(m, r, tol)]
+            if pairs and all(matches(m, w, 1e-6) for m, w in pairs):
+                print(f"  hint: {hint}")
+                break
+    return ok
+
+
+def grade(name, fn, args, names, refs, tol=1e-8, mistakes=None):
+    """Run fn(*args), compare its outputs `names` with `refs`, print the table and a verdict.
+
+    mistakes: {hint: [arrays a known wrong answer would give, one per name, or None to skip]};
+    the first hint whose arrays all match (within 1e-6) the wrong outputs is printed.
+    Returns True only if every output is within tol.
+    """
+    print(HEADER)
+    return verdict(name, rows(name, fn, args, names, refs, tol, mistakes))
+
+
+def grade_cases(name, fn, cases, tol=1e-8):
+    """One table for several calls of fn: cases = [(label, args, ref, mistakes)], one output each.
+
+    The row of each case is named by its label (e.g. "slopes H=6"). True if every case passes.
+    """
+    print(HEADER)
+    ok = True
+    for label, args, ref, mistakes in cases:
+        ok &= rows(name, fn, args, [label], [ref], tol, mistakes)
+    return verdict(name, ok)
+
+
+def verdict(name, ok):
+    print(f"{name}: {'all ok' if ok else 'FAIL'}")
+    return ok
