@@ -102,8 +102,7 @@ def check_adamw_step(adamw_step, tol=1e-10):
     compared with minifope.optim.AdamW on three cases.
     """
     hyper = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    header()
-    ok = True
+    rows = []
     for label, case in _adamw_cases():
         ref = reference_adamw_step(**{k: np.copy(x) for k, x in case.items()}, **hyper)
         mine = attempt(adamw_step, **{k: np.copy(x) for k, x in case.items()}, **hyper)
@@ -112,8 +111,11 @@ def check_adamw_step(adamw_step, tol=1e-10):
         if not isinstance(mine, tuple) or len(mine) != 3:
             print(f"adamw_step must return a tuple (p, m, v), got {type(mine).__name__}")
             return False
-        for name, a, b in zip(("p", "m", "v"), mine, ref):
-            ok &= compare(f"{name} ({label})", a, b, tol)
+        rows += [(f"{name} ({label})", a, b) for name, a, b in zip(("p", "m", "v"), mine, ref)]
+    header()
+    ok = True
+    for name, a, b in rows:
+        ok &= compare(name, a, b, tol)
     return verdict(ok)
 
 
@@ -123,11 +125,9 @@ def check_lr_schedule(schedule, tol=1e-12):
     naming the first step that differs."""
     settings = [dict(max_lr=3e-3, warmup_steps=10, total_steps=100, min_lr=3e-4),
                 dict(max_lr=1e-2, warmup_steps=0, total_steps=40, min_lr=0.0)]
-    header()
-    ok = True
+    answers = []
     for s in settings:
         steps = np.arange(s["total_steps"] + 5)
-        ref = np.array([lr_schedule(int(i), **s) for i in steps])
         mine = []
         for i in steps:
             value = attempt(schedule, int(i), s["max_lr"], s["warmup_steps"], s["total_steps"],
@@ -135,6 +135,10 @@ def check_lr_schedule(schedule, tol=1e-12):
             if value is NOT_DONE:
                 return False
             mine.append(value)
+        answers.append((s, mine, np.array([lr_schedule(int(i), **s) for i in steps])))
+    header()
+    ok = True
+    for s, mine, ref in answers:
         name = f"lr, warmup {s['warmup_steps']}, T {s['total_steps']}"
         row_ok = compare(name, mine, ref, tol)
         a = as_array(name, mine)
@@ -158,13 +162,15 @@ def check_token_losses(fn, tol=1e-6):
     cases = [("random logits", rng.standard_normal((2, 5, 7)), rng.integers(0, 7, (2, 5))),
              ("large float32 logits", (300.0 + 40.0 * rng.standard_normal((3, 4, 11))).astype(np.float32),
               rng.integers(0, 11, (3, 4)))]
-    header()
-    ok = True
+    answers = []
     for label, logits, targets in cases:
-        ref = token_losses(logits, targets)
         mine = attempt(fn, logits.copy(), targets.copy())
         if mine is NOT_DONE:
             return False
+        answers.append((label, mine, token_losses(logits, targets)))
+    header()
+    ok = True
+    for label, mine, ref in answers:
         ok &= compare(f"losses ({label})", mine, ref, tol)
     return verdict(ok)
 
