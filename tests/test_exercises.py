@@ -201,3 +201,10 @@ def test_a_placeholder_answer_of_zeros_fails_with_its_error(capsys):
 def test_matches_needs_equal_shapes():
     assert grading.matches(np.ones(3), np.ones(3), 0.0)
     assert not grading.matches(np.ones(3), np.ones(4), 1.0)
+
+
+def test_an_unwritten_answer_is_reported_once_without_an_empty_table(capsys):
+    assert ex_alibi.check_alibi_slopes(not_done) is False
+    out = capsys.readouterr().out
+    assert out.count("not done yet") == 1
+    assert "tensor" not in out

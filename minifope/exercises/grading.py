@@ -14,18 +14,26 @@ from ..gradcheck import cmp, relative_error
 
 
 class AnswerError(Exception):
-    """The answer could not be compared: it raised, or returned something of the wrong kind."""
+    """The answer could not be compared: it raised, or returned something of the wrong kind.
+
+    final: the same would happen on any input (no function, or not written yet), so a
+    checker that calls it several times stops at the first.
+    """
+
+    def __init__(self, message, final=False):
+        super().__init__(message)
+        self.final = final
 
 
 def call(name, fn, *args):
     """fn(*args), or AnswerError with a message that says what went wrong and where."""
     if not callable(fn):
-        raise AnswerError(f"{name}: expected a function, got {type(fn).__name__}")
+        raise AnswerError(f"{name}: expected a function, got {type(fn).__name__}", final=True)
     try:
         return fn(*args)
     except NotImplementedError:
         raise AnswerError(f"{name}: not done yet (it raises NotImplementedError); "
-                          "fill in the body and run the check again") from None
+                          "fill in the body and run the check again", final=True) from None
     except Exception as e:  # the student's bug: report it, keep the notebook running
         raise AnswerError(f"{name} raised {type(e).__name__}: {e}") from None
 
@@ -55,8 +63,12 @@ def matches(mine, candidate, tol):
 HEADER = f"{'tensor':<28} {'shape':<16} {'max |diff|':>12} {'rel error':>12}   status"
 
 
-def rows(name, fn, args, names, refs, tol, mistakes=None):
-    """Run fn(*args) and print one row per output (no header) and a hint; True if all within tol."""
+def rows(name, fn, args, names, refs, tol, mistakes=None, shown=None):
+    """Run fn(*args) and print one row per output and a hint; True if all within tol.
+
+    The table's header is printed before the first row, once per `shown` (a dict shared by
+    the calls of one table), so an answer that could not be compared prints no empty table.
+    """
     try:
         mine = as_arrays(name, call(name, fn, *args), names)
         for n, a, r in zip(names, mine, refs):
@@ -64,7 +76,13 @@ def rows(name, fn, args, names, refs, tol, mistakes=None):
                 raise AnswerError(f"{n} is complex, but the answer is real: take its real part")
     except AnswerError as e:
         print(f"FAIL  {e}")
+        if shown is not None:
+            shown["stop"] = e.final
         return False
+    shown = {} if shown is None else shown
+    if not shown.get("header"):
+        print(HEADER)
+        shown["header"] = True
     ok = True
     for n, a, r in zip(names, mine, refs):
         ok &= cmp(n, a, r, tol)
@@ -85,7 +103,6 @@ def grade(name, fn, args, names, refs, tol=1e-8, mistakes=None):
     the first hint whose arrays all match (within 1e-6) the wrong outputs is printed.
     Returns True only if every output is within tol.
     """
-    print(HEADER)
     return verdict(name, rows(name, fn, args, names, refs, tol, mistakes))
 
 
@@ -94,10 +111,11 @@ def grade_cases(name, fn, cases, tol=1e-8):
 
     The row of each case is named by its label (e.g. "slopes H=6"). True if every case passes.
     """
-    print(HEADER)
-    ok = True
+    ok, shown = True, {}
     for label, args, ref, mistakes in cases:
-        ok &= rows(name, fn, args, [label], [ref], tol, mistakes)
+        ok &= rows(name, fn, args, [label], [ref], tol, mistakes, shown)
+        if shown.get("stop"):
+            break
     return verdict(name, ok)
 
 
