@@ -76,7 +76,9 @@ def swiglu_forward(x, w_in, w_out):
     # out = (silu(x W_gate) * (x W_up)) W_out,  silu(a) = a * sigmoid(a)
     a = x @ w_in
     gate, up = np.split(a, 2, axis=-1)
-    sig = 1.0 / (1.0 + np.exp(-gate))
+    sig = np.exp(-gate)
+    sig += 1.0
+    np.reciprocal(sig, out=sig)  # sigmoid(gate) = 1 / (1 + exp(-gate)), in one buffer
     act = gate * sig
     h = act * up
     return h @ w_out, (x, w_in, w_out, gate, up, sig, act, h)
@@ -87,10 +89,16 @@ def swiglu_backward(dout, cache):
     x, w_in, w_out, gate, up, sig, act, h = cache
     dw_out = h.reshape(-1, h.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])
     dh = dout @ w_out.T
-    dup = dh * act
-    # d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a)))
-    dgate = dh * up * sig * (1.0 + gate * (1.0 - sig))
-    da = np.concatenate([dgate, dup], axis=-1)
+    da = np.empty(dh.shape[:-1] + (2 * dh.shape[-1],), dtype=dh.dtype)  # [dgate | dup]
+    dgate, dup = np.split(da, 2, axis=-1)
+    np.multiply(dh, act, out=dup)
+    # d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))), written straight into dgate
+    np.subtract(1.0, sig, out=dgate)
+    dgate *= gate
+    dgate += 1.0
+    dgate *= sig
+    dgate *= up
+    dgate *= dh
     dx = da @ w_in.T
     dw_in = x.reshape(-1, x.shape[-1]).T @ da.reshape(-1, da.shape[-1])
     return dx, dw_in, dw_out

@@ -112,11 +112,13 @@ def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="a
     Each row's text is a prompt of length - key_digits - 1 characters, its needle at a
     depth uniform in [0, 1], then the answer " " + key + ".": length + 1 characters,
     x = text[:-1], y = text[1:]. With loss="answer" every target but the answer's
-    key_digits + 2 characters is -1, which the loss ignores; with loss="all" the model
-    also learns to predict the task line, filler, needle and question.
+    key_digits + 2 characters is -1, which the loss ignores; loss="keys" also keeps the
+    targets of the needle's second copy of the key (a copy over a short distance, the
+    same skill as the answer's copy over a long one); with loss="all" the model also
+    learns to predict the task line, filler, needle and question.
     """
-    if loss not in ("all", "answer"):
-        raise UserError(f"loss must be 'all' or 'answer', got {loss!r}")
+    if loss not in ("all", "answer", "keys"):
+        raise UserError(f"loss must be 'all', 'answer' or 'keys', got {loss!r}")
     minimum = min_prompt_length(key_digits, task) + key_digits + 1
     answer_len = key_digits + 2  # " " + key + "."
     if length < minimum:
@@ -125,12 +127,20 @@ def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="a
                         f"at least {minimum}")
     keys = draw_keys(rng, n, key_digits)
     depths = rng.random(n)
-    texts = [make_prompt(length + 1 - answer_len, depth, key, task)[0] + f" {key}."
-             for depth, key in zip(depths, keys)]
-    ids = tokenizer.encode("".join(texts)).reshape(n, length + 1)
+    prompts = [make_prompt(length + 1 - answer_len, depth, key, task) for depth, key in zip(depths, keys)]
+    ids = tokenizer.encode("".join(p + f" {key}." for (p, _), key in zip(prompts, keys)))
+    ids = ids.reshape(n, length + 1)
     x, y = ids[:, :-1], ids[:, 1:].copy()
-    if loss == "answer":
-        y[:, :-answer_len] = -1
+    if loss in ("answer", "keys"):
+        keep = np.zeros(y.shape, dtype=bool)
+        keep[:, -answer_len:] = True
+        if loss == "keys":
+            # The needle's second copy of the key: y[:, p - 1] is the target for text[p].
+            before, between, _ = NEEDLE.split("{key}")
+            for row, (_, needle_start) in enumerate(prompts):
+                second = needle_start + len(before) + key_digits + len(between)
+                keep[row, second - 1:second - 1 + key_digits] = True
+        y[~keep] = -1
     return x, y
 
 

@@ -71,8 +71,8 @@ class TrainConfig:
             raise ValueError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}")
         if not 0.0 <= self.passkey_frac <= 1.0:
             raise ValueError(f"passkey_frac must lie in [0, 1], got {self.passkey_frac!r}")
-        if self.passkey_loss not in ("all", "answer"):
-            raise ValueError(f"passkey_loss must be 'all' or 'answer', got {self.passkey_loss!r}")
+        if self.passkey_loss not in ("all", "answer", "keys"):
+            raise ValueError(f"passkey_loss must be 'all', 'answer' or 'keys', got {self.passkey_loss!r}")
         if not isinstance(self.passkey_digits, int) or not 1 <= self.passkey_digits <= 9:
             raise ValueError(f"passkey_digits must be an integer in 1..9, got {self.passkey_digits!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:

@@ -141,6 +141,23 @@ def test_answer_loss_masks_every_target_but_the_answer(tokenizer):
     assert all(tokenizer.decode(row[-7:])[0] == " " for row in y)
 
 
+def test_keys_loss_keeps_the_answer_and_the_needles_second_copy_of_the_key(tokenizer):
+    rng_all, rng_keys = np.random.default_rng(6), np.random.default_rng(6)
+    x, y_all = passkey_examples(rng_all, 6, 200, tokenizer)
+    x2, y = passkey_examples(rng_keys, 6, 200, tokenizer, loss="keys")
+    np.testing.assert_array_equal(x, x2)
+    for x_row, y_row, y_all_row in zip(x, y, y_all):
+        kept = np.flatnonzero(y_row != -1)
+        np.testing.assert_array_equal(y_row[kept], y_all_row[kept])
+        key = tokenizer.decode(y_row[-7:])[1:-1]
+        assert len(kept) == 12 and tokenizer.decode(y_row[kept]) == key + f" {key}."
+        # the first five kept targets are the characters that follow "Remember it. "
+        text = tokenizer.decode(x_row)
+        copy = kept[0] + 1  # y[p - 1] is the target of text[p]
+        assert text[copy - len("Remember it. "):copy] == "Remember it. "
+        assert text[copy:copy + 5] == key and text.index(key) < copy
+
+
 def test_examples_reject_a_bad_loss_and_too_short_rows(tokenizer):
     rng = np.random.default_rng(0)
     with pytest.raises(UserError, match="loss"):
