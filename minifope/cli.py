@@ -6,6 +6,7 @@ into a UserError.
 """
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
@@ -21,6 +22,27 @@ def make_config(**fields):
         return GPTConfig(**fields)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def add_threads_flag(p, note=""):
+    p.add_argument("--threads", type=int, help="threads for NumPy's matrix products (its BLAS)"
+                   f"{note} (default: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else every core)")
+
+
+def blas_threads(threads):
+    """A context in which NumPy's BLAS uses `threads` threads (None: leave it as it is).
+
+    The BLAS reads OPENBLAS_NUM_THREADS and its kin once, when NumPy is imported, which
+    `python -m minifope` has done before it reads its flags; threadpoolctl changes the
+    running library's setting instead, and puts it back afterwards.
+    """
+    if threads is None:
+        return contextlib.nullcontext()
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def cmd_gradcheck(args):
@@ -224,6 +246,7 @@ def add_experiment_flags(p, default_out, default_jobs):
                    help=f"runs trained at once, each in its own process with one BLAS thread "
                    f"(default: {default_jobs})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_flag(p, " with --jobs 1 (each of several jobs has one)")
 
 
 def add_train_flags(p):
@@ -233,6 +256,7 @@ def add_train_flags(p):
                    "(default: runs/shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    add_threads_flag(p, "; the torch trainer also sets torch.set_num_threads")
     p.add_argument("--init-from", metavar="DIR", help="start from this run's parameters (its config "
                    "is the default; e.g. continue at a longer --train-len with --rope-scaling yarn, "
                    "or switch to --pe fope)")
@@ -295,6 +319,7 @@ def build_parser():
     p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
     p.add_argument("--top-k", type=int, help="sample among the k most likely characters only")
     p.add_argument("--seed", type=int, default=0)
+    add_threads_flag(p)
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("experiment", help="train position embeddings at N and compare them past N",
@@ -330,7 +355,8 @@ def main(argv=None, parser=None):
     defaults to this module's (python -m minifope.torch.train passes its own)."""
     args = (parser or build_parser()).parse_args(argv)
     try:
-        return args.run(args)
+        with blas_threads(getattr(args, "threads", None)):
+            return args.run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -151,3 +151,25 @@ def test_resume_continues_to_more_steps(tmp_path, data_file):
     result = cli("train", "--out", run, "--resume", "--steps", "10", "--quiet", "--sample-chars", "0")
     assert result.returncode == 0, result.stderr
     assert "final validation loss" in result.stdout
+
+
+def test_threads_flag_sets_the_blas_threads_for_the_command_and_restores_them(monkeypatch, trained):
+    from threadpoolctl import threadpool_info
+
+    from minifope import cli as cli_module
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    target = 2 if before[0] == 1 else 1  # differs from the setting in force
+    seen = []
+    monkeypatch.setattr(cli_module, "cmd_sample", lambda args: seen.append(blas_threads()) or 0)
+    assert cli_module.main(["sample", "--ckpt", str(trained[0]), "--threads", str(target)]) == 0
+    assert seen == [[target] * len(before)]
+    assert blas_threads() == before
+
+
+def test_threads_below_one_is_refused(trained):
+    assert_user_error(cli("sample", "--ckpt", trained[0], "--threads", "0"), "--threads", "at least 1")

@@ -309,6 +309,8 @@ def build_parser():
 
 
 def cmd_train(args):
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # cli.main has checked it is at least 1
     device = init_distributed(resolve_device(args.device))
     rank = dist.get_rank() if dist.is_initialized() else 0
     model_config, train_config, data = cli.train_configs(args)
