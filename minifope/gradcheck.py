@@ -18,9 +18,16 @@ import autograd.numpy as anp
 import numpy as np
 
 
+def _widen(mine, ref):
+    # float64, or complex128 when either side is complex (a cast to float would drop the
+    # imaginary part without a word)
+    dtype = np.complex128 if np.iscomplexobj(mine) or np.iscomplexobj(ref) else np.float64
+    return np.asarray(mine, dtype=dtype), np.asarray(ref, dtype=dtype)
+
+
 def relative_error(mine, ref):
     """max|mine - ref| / max|ref| (max|mine - ref| when ref is all zeros)."""
-    mine, ref = np.asarray(mine, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    mine, ref = _widen(mine, ref)
     diff = float(np.max(np.abs(mine - ref))) if ref.size else 0.0
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     return diff / scale if scale > 0 else diff
@@ -33,7 +40,7 @@ def cmp(name, mine, ref, tol=1e-8, verbose=True):
         if verbose:
             print(f"{name:<28} FAIL: shape {mine.shape}, expected {ref.shape}")
         return False
-    diff = float(np.max(np.abs(mine.astype(np.float64) - ref))) if ref.size else 0.0
+    diff = float(np.max(np.abs(np.subtract(*_widen(mine, ref))))) if ref.size else 0.0
     rel = relative_error(mine, ref)
     ok = bool(np.isfinite(rel) and rel <= tol)
     if verbose:

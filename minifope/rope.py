@@ -56,9 +56,7 @@ def apply_rotary(x, cos, sin):
     # runs, which NumPy walks several times slower.
     cos2, sin2 = np.concatenate([cos, cos], axis=-1), np.concatenate([sin, sin], axis=-1)
     out = x * cos2
-    rotated = rotate_half(x)
-    rotated *= sin2
-    out += rotated
+    out += rotate_half(x) * sin2
     return out
 
 

@@ -48,3 +48,11 @@ def test_numerical_gradient_of_a_quadratic_is_exact_and_restores_x():
     g = numerical_gradient(lambda: float(np.sum(x ** 2)), x, 1)
     assert abs(g - (-4.0)) < 1e-8
     assert x[1] == -2.0
+
+
+def test_cmp_compares_complex_tensors_in_full(capsys):
+    ref = np.array([1 + 2j, 3 - 1j])
+    assert cmp("z", ref.copy(), ref)
+    assert not cmp("z", ref.real, ref)  # the imaginary part is not dropped
+    assert not cmp("z", ref.conj(), ref)
+    assert "FAIL" in capsys.readouterr().out

@@ -96,3 +96,13 @@ def test_interleaved_layout_is_half_split_up_to_a_permutation():
     cos, sin = rope_tables(np.arange(T), w)
     half_split = apply_rotary(q[:, perm], cos, sin) @ apply_rotary(k[:, perm], cos, sin).T
     np.testing.assert_allclose(interleaved(q) @ interleaved(k).T, half_split, rtol=1e-12)
+
+
+def test_rotation_broadcasts_one_vector_against_many_positions():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 1, 1, 8))
+    cos, sin = rope_tables(np.arange(5), rope_frequencies(8))
+    rotated = apply_rotary(x, cos, sin)
+    assert rotated.shape == (1, 1, 5, 8)
+    for m in range(5):
+        np.testing.assert_allclose(rotated[0, 0, m], apply_rotary(x, cos[m:m + 1], sin[m:m + 1])[0, 0, 0])
