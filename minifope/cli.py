@@ -75,7 +75,7 @@ MODEL_FLAGS = {  # flag dest -> GPTConfig field
     "fope_clip": "fope_clip",
 }
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
-               "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits")
+               "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits", "passkey_loss")
 
 
 def train_configs(args):
@@ -183,7 +183,7 @@ def experiment_config(args, preset=None):
         if getattr(args, flag) is not None:
             model[flag] = getattr(args, flag)
     train = dict(ec.train)
-    for flag in ("steps", "batch_size", "lr", "passkey_frac"):
+    for flag in ("steps", "batch_size", "lr", "passkey_frac", "passkey_loss"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
     changes = dict(variants=list(dict.fromkeys(variants)), model=model, train=train)
@@ -230,6 +230,8 @@ def add_experiment_flags(p, default_out, default_jobs):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
+    p.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
+                   "and the needle's second copy of the key)")
     p.add_argument("--lengths", nargs="+", type=int, help="loss at N x these (1 2 4 8 16)")
     p.add_argument("--eval-chars", type=int, help="characters of evaluation text per length")
     p.add_argument("--passkey-lengths", nargs="+", type=int, help="passkey at N x these (1 2 4)")
@@ -291,6 +293,8 @@ def add_train_flags(p):
     g.add_argument("--seed", type=int, help="fixes the init and the batch order")
     g.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
     g.add_argument("--passkey-digits", type=int, help="digits of the passkey (5)")
+    g.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
+                   "and the needle's second copy of the key)")
     p.add_argument("--sample-chars", type=int, default=300, help="print a sample this long at the end (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -82,9 +82,9 @@ class ExperimentConfig:
     variants: list = field(default_factory=lambda: ["rope", "fope", "alibi"])
     seeds: int = 1
     model: dict = field(default_factory=lambda: dict(d_model=64, n_layer=4, n_head=4, train_len=256))
-    train: dict = field(default_factory=lambda: dict(steps=2500, batch_size=16, lr=3e-3, min_lr=3e-3,
+    train: dict = field(default_factory=lambda: dict(steps=3000, batch_size=16, lr=3e-3, min_lr=3e-3,
                                                      warmup=50, passkey_frac=0.5,
-                                                     passkey_loss="answer", eval_interval=500,
+                                                     passkey_loss="keys", eval_interval=500,
                                                      eval_batches=8))
     multipliers: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
     eval_chars: int = 32768
