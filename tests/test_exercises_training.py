@@ -63,9 +63,9 @@ def test_adamw_checker_reports_a_stub_as_not_done_without_raising(capsys):
     assert "not done yet" in capsys.readouterr().out
 
 
-def test_adamw_checker_rejects_a_wrong_return_type(capsys):
-    assert not check_adamw_step(lambda **kw: kw["p"])
-    assert "tuple (p, m, v)" in capsys.readouterr().out
+def test_adamw_checker_rejects_returning_only_p(capsys):
+    assert not check_adamw_step(lambda p, g, m, v, t, lr, betas, eps, weight_decay, decay: p)
+    assert "adamw_step must return 3 arrays" in capsys.readouterr().out
 
 
 # --- learning-rate schedule -----------------------------------------------------------
@@ -181,6 +181,18 @@ def test_prompt_checker_rejects_a_depth_that_floors_and_says_where(capsys):
 def test_prompt_checker_rejects_a_prompt_of_the_wrong_length(capsys):
     assert not check_passkey_prompt(lambda length, depth, key: make_prompt(length, depth, key)[0] + " ")
     assert "characters, expected" in capsys.readouterr().out
+
+
+def test_prompt_checker_reports_an_error_in_one_case_and_grades_the_others(capsys):
+    def fails_at_depth_1(length, depth, key):
+        if depth == 1.0:
+            raise IndexError("string index out of range")
+        return make_prompt(length, depth, key)[0]
+
+    assert not check_passkey_prompt(fails_at_depth_1)
+    out = capsys.readouterr().out
+    assert "depth 1.0, key 31415: FAIL: build_prompt raised IndexError" in out
+    assert "length 256, depth 0.7, key 11235: ok" in out
 
 
 def is_correct(continuation, key):

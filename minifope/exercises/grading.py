@@ -30,7 +30,8 @@ def call(name, fn, *args):
     if not callable(fn):
         raise AnswerError(f"{name}: expected a function, got {type(fn).__name__}", final=True)
     try:
-        return fn(*args)
+        with np.errstate(all="ignore"):  # an overflow shows up as a FAIL row, not a warning
+            return fn(*args)
     except NotImplementedError:
         raise AnswerError(f"{name}: not done yet (it raises NotImplementedError); "
                           "fill in the body and run the check again", final=True) from None
@@ -106,14 +107,20 @@ def grade(name, fn, args, names, refs, tol=1e-8, mistakes=None):
     return verdict(name, rows(name, fn, args, names, refs, tol, mistakes))
 
 
-def grade_cases(name, fn, cases, tol=1e-8):
-    """One table for several calls of fn: cases = [(label, args, ref, mistakes)], one output each.
+def grade_cases(name, fn, cases, tol=1e-8, outputs=None):
+    """One table for several calls of fn: cases = [(label, args, ref, mistakes)].
 
-    The row of each case is named by its label (e.g. "slopes H=6"). True if every case passes.
+    With one output per call, the row of each case is named by its label (e.g. "slopes H=6").
+    With several, `outputs` names them, ref holds one array per output, and each row is named
+    "output (label)" (e.g. "m (t=7)"). True if every case passes.
     """
     ok, shown = True, {}
     for label, args, ref, mistakes in cases:
-        ok &= rows(name, fn, args, [label], [ref], tol, mistakes, shown)
+        if outputs is None:
+            names, refs = [label], [ref]
+        else:
+            names, refs = [f"{o} ({label})" for o in outputs], ref
+        ok &= rows(name, fn, args, names, refs, tol, mistakes, shown)
         if shown.get("stop"):
             break
     return verdict(name, ok)

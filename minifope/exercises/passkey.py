@@ -4,14 +4,14 @@
     check_passkey_prompt(build_prompt)    # against minifope.passkey.make_prompt
     check_passkey_score(is_correct)       # against minifope.passkey.score
 
-Each prints one line per case, saying what differs, and returns True only if every case
-passes. A function that still raises NotImplementedError is reported as not done yet.
+Each prints one line per case, saying what differs, then the verdict of grading.py, and
+returns True only if every case passes. A stub is reported as not done yet; no checker raises.
 """
 
 import numpy as np
 
 from ..passkey import make_prompt, score
-from .training import NOT_DONE, attempt, verdict
+from .grading import AnswerError, call, verdict
 
 PROMPT_CASES = [(124, 0.0, "12345"), (128, 0.0, "90210"), (128, 1.0, "31415"),
                 (160, 0.5, "27182"), (256, 0.25, "16180"), (256, 0.7, "11235")]
@@ -28,10 +28,16 @@ def check_passkey_prompt(build_prompt):
     ok = True
     for length, depth, key in PROMPT_CASES:
         ref, _ = make_prompt(length, depth, key)
-        mine = attempt(build_prompt, length, depth, key)
-        if mine is NOT_DONE:
-            return False
         label = f"length {length}, depth {depth}, key {key}:"
+        try:
+            mine = call("build_prompt", build_prompt, length, depth, key)
+        except AnswerError as e:
+            ok = False
+            if e.final:  # the same on every case: said once
+                print(f"FAIL  {e}")
+                break
+            print(f"{label} FAIL: {e}")
+            continue
         if not isinstance(mine, str):
             print(f"{label} FAIL: expected a str, got {type(mine).__name__}")
             ok = False
@@ -43,7 +49,7 @@ def check_passkey_prompt(build_prompt):
             size = "" if len(mine) == len(ref) else f"; {len(mine)} characters, expected {len(ref)}"
             print(f"{label} FAIL: {where}{size}")
             ok = False
-    return verdict(ok)
+    return verdict("build_prompt", ok)
 
 
 def check_passkey_score(is_correct):
@@ -52,10 +58,16 @@ def check_passkey_score(is_correct):
     ok = True
     for continuation, key in SCORE_CASES:
         ref = score([continuation], [key]) == 1.0
-        mine = attempt(is_correct, continuation, key)
-        if mine is NOT_DONE:
-            return False
         label = f"is_correct({continuation!r}, {key!r}):"
+        try:
+            mine = call("is_correct", is_correct, continuation, key)
+        except AnswerError as e:
+            ok = False
+            if e.final:  # the same on every case: said once
+                print(f"FAIL  {e}")
+                break
+            print(f"{label} FAIL: {e}")
+            continue
         if not isinstance(mine, (bool, np.bool_)):
             print(f"{label} FAIL: expected True or False, got {type(mine).__name__} {mine!r}")
             ok = False
@@ -64,4 +76,4 @@ def check_passkey_score(is_correct):
         else:
             print(f"{label} {mine}, expected {ref}  FAIL")
             ok = False
-    return verdict(ok)
+    return verdict("is_correct", ok)

@@ -1,16 +1,15 @@
 """Checkers for lessons 6, 7 and 9: AdamW, the learning-rate schedule, per-position losses,
 and the attention weights in torch.nn.Linear's layout.
 
-Each checker takes the student's function, runs it on fixed inputs, computes the same
-thing with the library, prints one row per tensor (as minifope.gradcheck.cmp does: max
-|diff|, relative error, ok or FAIL) and returns True only if every row passes:
+    check_adamw_step(fn)    fn(p, g, m, v, t, lr, betas, eps, weight_decay, decay) -> p, m, v
+    check_lr_schedule(fn)   fn(step, max_lr, warmup_steps, total_steps, min_lr) -> lr (float)
+    check_token_losses(fn)  fn(logits (B,T,V), targets (B,T)) -> losses (B,T)
+    check_split_qkv(fn)     fn(wqkv (C,3C)) -> Wq, Wk, Wv, each (C,C) as nn.Linear stores it
 
-    from minifope.exercises.training import check_adamw_step
-    check_adamw_step(adamw_step)
-
-A function that still raises NotImplementedError is reported as not done yet; any other
-exception, a wrong shape or a wrong type is printed as one line. No checker raises on a
-wrong answer.
+Each prints the table of grading.py (one row per tensor) and its verdict, and returns True
+only if every row passes; a stub is reported as not done yet, and no checker raises.
+References: minifope.optim.AdamW and lr_schedule, minifope.lengthgen.token_losses,
+minifope.model.GPT.attention_inputs.
 """
 
 import numpy as np
@@ -21,66 +20,21 @@ from ..layers import embedding_forward, rmsnorm_forward
 from ..lengthgen import token_losses
 from ..model import GPT
 from ..optim import AdamW, lr_schedule
-
-NOT_DONE = object()
-
-
-def attempt(fn, *args, **kwargs):
-    """fn(*args, **kwargs), or NOT_DONE after printing why it gave no answer."""
-    try:
-        with np.errstate(all="ignore"):  # an overflow shows up as a FAIL row instead
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        print(f"{getattr(fn, '__name__', 'your function')}: not done yet "
-              "(it raises NotImplementedError); write it and run the check again")
-    except Exception as e:  # a student's bug is reported, not raised
-        print(f"{getattr(fn, '__name__', 'your function')} raised {type(e).__name__}: {e}")
-    return NOT_DONE
-
-
-def as_array(name, value):
-    """value as a float64 array, or None after printing why it cannot be one."""
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        print(f"{name:<28} FAIL: expected an array of numbers, got {type(value).__name__}")
-        return None
-    return a
-
-
-def header():
-    print(f"{'tensor':<28} {'shape':<16} {'max |diff|':>12} {'rel error':>12}   status")
-
-
-def verdict(ok):
-    print("all ok" if ok else "some FAIL: look at the rows marked FAIL")
-    return ok
-
-
-def compare(name, mine, ref, tol):
-    """cmp for a student's value of any type: a clear FAIL line for a non-array."""
-    a = as_array(name, mine)
-    if a is None:
-        return False
-    with np.errstate(all="ignore"):
-        return cmp(name, a, ref, tol)
-
+from .grading import HEADER, AnswerError, as_arrays, call, grade_cases, verdict
 
 # --- lesson 6: AdamW and the learning-rate schedule -------------------------------------
 
 def _adamw_cases():
-    """(label, inputs) for one AdamW step: a first step, a later one, an exempt vector."""
+    """(label, args of adamw_step) for one AdamW step: a first step, a later one, an exempt vector."""
     rng = np.random.default_rng(0)
-    matrix = dict(p=rng.standard_normal((4, 3)), g=rng.standard_normal((4, 3)))
-    later = dict(p=rng.standard_normal((4, 3)), g=rng.standard_normal((4, 3)),
-                 m=0.1 * rng.standard_normal((4, 3)), v=0.01 * rng.random((4, 3)))
-    vector = dict(p=1.0 + 0.1 * rng.standard_normal(5), g=rng.standard_normal(5),
-                  m=0.1 * rng.standard_normal(5), v=0.01 * rng.random(5))
-    return [
-        ("t=1", dict(**matrix, m=np.zeros((4, 3)), v=np.zeros((4, 3)), t=1, decay=True)),
-        ("t=7", dict(**later, t=7, decay=True)),
-        ("t=3, no decay", dict(**vector, t=3, decay=False)),
-    ]
+    hyper = (3e-3, (0.9, 0.95), 1e-8, 0.1)  # lr, betas, eps, weight_decay
+    p, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    first = (p, g, np.zeros((4, 3)), np.zeros((4, 3)), 1, *hyper, True)
+    p, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    later = (p, g, 0.1 * rng.standard_normal((4, 3)), 0.01 * rng.random((4, 3)), 7, *hyper, True)
+    p, g = 1.0 + 0.1 * rng.standard_normal(5), rng.standard_normal(5)
+    vector = (p, g, 0.1 * rng.standard_normal(5), 0.01 * rng.random(5), 3, *hyper, False)
+    return [("t=1", first), ("t=7", later), ("t=3, no decay", vector)]
 
 
 def reference_adamw_step(p, g, m, v, t, lr, betas, eps, weight_decay, decay):
@@ -101,52 +55,40 @@ def check_adamw_step(adamw_step, tol=1e-10):
     at step count t (1 on the first step), decaying p only when decay is True. It is
     compared with minifope.optim.AdamW on three cases.
     """
-    hyper = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    rows = []
-    for label, case in _adamw_cases():
-        ref = reference_adamw_step(**{k: np.copy(x) for k, x in case.items()}, **hyper)
-        mine = attempt(adamw_step, **{k: np.copy(x) for k, x in case.items()}, **hyper)
-        if mine is NOT_DONE:
-            return False
-        if not isinstance(mine, tuple) or len(mine) != 3:
-            print(f"adamw_step must return a tuple (p, m, v), got {type(mine).__name__}")
-            return False
-        rows += [(f"{name} ({label})", a, b) for name, a, b in zip(("p", "m", "v"), mine, ref)]
-    header()
-    ok = True
-    for name, a, b in rows:
-        ok &= compare(name, a, b, tol)
-    return verdict(ok)
+    # every reference is computed before the student's step, which may update p, m, v in place
+    cases = [(label, args, reference_adamw_step(*args), None) for label, args in _adamw_cases()]
+    return grade_cases("adamw_step", adamw_step, cases, tol, outputs=("p", "m", "v"))
+
+
+LR_SETTINGS = [dict(max_lr=3e-3, warmup_steps=10, total_steps=100, min_lr=3e-4),
+               dict(max_lr=1e-2, warmup_steps=0, total_steps=40, min_lr=0.0)]
 
 
 def check_lr_schedule(schedule, tol=1e-12):
     """Grade schedule(step, max_lr, warmup_steps, total_steps, min_lr) -> float against
     minifope.optim.lr_schedule at every step of two schedules (and a few steps past the end),
     naming the first step that differs."""
-    settings = [dict(max_lr=3e-3, warmup_steps=10, total_steps=100, min_lr=3e-4),
-                dict(max_lr=1e-2, warmup_steps=0, total_steps=40, min_lr=0.0)]
     answers = []
-    for s in settings:
-        steps = np.arange(s["total_steps"] + 5)
-        mine = []
-        for i in steps:
-            value = attempt(schedule, int(i), s["max_lr"], s["warmup_steps"], s["total_steps"],
-                            s["min_lr"])
-            if value is NOT_DONE:
-                return False
-            mine.append(value)
-        answers.append((s, mine, np.array([lr_schedule(int(i), **s) for i in steps])))
-    header()
+    try:
+        for s in LR_SETTINGS:
+            label = f"lr, warmup {s['warmup_steps']}, T {s['total_steps']}"
+            steps = range(s["total_steps"] + 5)
+            mine = [call("lr_at", schedule, i, s["max_lr"], s["warmup_steps"], s["total_steps"],
+                         s["min_lr"]) for i in steps]
+            (mine,) = as_arrays("lr_at", mine, [label])
+            answers.append((label, mine, np.array([lr_schedule(i, **s) for i in steps])))
+    except AnswerError as e:
+        print(f"FAIL  {e}")
+        return verdict("lr_at", False)
+    print(HEADER)
     ok = True
-    for s, mine, ref in answers:
-        name = f"lr, warmup {s['warmup_steps']}, T {s['total_steps']}"
-        row_ok = compare(name, mine, ref, tol)
-        a = as_array(name, mine)
-        if not row_ok and a is not None and a.shape == ref.shape:
-            bad = int(np.argmax(~np.isclose(a, ref, rtol=tol, atol=0)))
-            print(f"    first wrong step {bad}: yours {a[bad]:.6g}, expected {ref[bad]:.6g}")
+    for label, mine, ref in answers:
+        row_ok = cmp(label, mine, ref, tol)
+        if not row_ok and mine.shape == ref.shape:
+            bad = int(np.argmax(~np.isclose(mine, ref, rtol=tol, atol=0)))
+            print(f"  first wrong step {bad}: yours {mine[bad]:.6g}, expected {ref[bad]:.6g}")
         ok &= row_ok
-    return verdict(ok)
+    return verdict("lr_at", ok)
 
 
 # --- lesson 7: the loss at every position --------------------------------------------------
@@ -159,20 +101,11 @@ def check_token_losses(fn, tol=1e-6):
     softmax that does not subtract the maximum overflows there.
     """
     rng = np.random.default_rng(0)
-    cases = [("random logits", rng.standard_normal((2, 5, 7)), rng.integers(0, 7, (2, 5))),
-             ("large float32 logits", (300.0 + 40.0 * rng.standard_normal((3, 4, 11))).astype(np.float32),
-              rng.integers(0, 11, (3, 4)))]
-    answers = []
-    for label, logits, targets in cases:
-        mine = attempt(fn, logits.copy(), targets.copy())
-        if mine is NOT_DONE:
-            return False
-        answers.append((label, mine, token_losses(logits, targets)))
-    header()
-    ok = True
-    for label, mine, ref in answers:
-        ok &= compare(f"losses ({label})", mine, ref, tol)
-    return verdict(ok)
+    small = rng.standard_normal((2, 5, 7)), rng.integers(0, 7, (2, 5))
+    large = (300.0 + 40.0 * rng.standard_normal((3, 4, 11))).astype(np.float32), rng.integers(0, 11, (3, 4))
+    cases = [(f"losses ({label})", args, token_losses(*args), None)
+             for label, args in [("random logits", small), ("large float32 logits", large)]]
+    return grade_cases("token_losses", fn, cases, tol)
 
 
 # --- lesson 9: the attention weights in torch.nn.Linear's layout ---------------------------
@@ -194,21 +127,18 @@ def check_split_qkv(fn, tol=1e-10):
     x, _ = embedding_forward(idx, model.params["wte"])
     h, _ = rmsnorm_forward(x, model.params["blocks.0.norm1"])
     wqkv = model.params["blocks.0.attn.wqkv"]
-    mine = attempt(fn, wqkv.copy())
-    if mine is NOT_DONE:
-        return False
-    if not isinstance(mine, (tuple, list)) or len(mine) != 3:
-        print(f"split_qkv must return three matrices (Wq, Wk, Wv), got {type(mine).__name__}")
-        return False
-    header()
+    try:
+        mine = as_arrays("split_qkv", call("split_qkv", fn, wqkv.copy()), ["Wq", "Wk", "Wv"])
+    except AnswerError as e:
+        print(f"FAIL  {e}")
+        return verdict("split_qkv", False)
+    print(HEADER)
     ok = True
     for name, w in zip("qkv", mine):
-        w = as_array(f"W{name}", w)
-        if w is None or w.shape != (config.d_model, config.d_model):
-            if w is not None:
-                print(f"{'W' + name:<28} FAIL: shape {w.shape}, expected {(config.d_model,) * 2}")
+        if w.shape != (config.d_model, config.d_model):
+            print(f"{'W' + name:<28} FAIL: shape {w.shape}, expected {(config.d_model,) * 2}")
             ok = False
             continue
         heads = (h @ w.T).reshape(B, T, H, d).transpose(0, 2, 1, 3)  # as nn.Linear applies it
-        ok &= compare(f"{name} = h @ W{name}.T, by head", heads, ref[name], tol)
-    return verdict(ok)
+        ok &= cmp(f"{name} = h @ W{name}.T, by head", heads, ref[name], tol)
+    return verdict("split_qkv", ok)
