@@ -69,6 +69,16 @@ def _softmax(s):
     return s, (m + np.log(total))[..., 0]
 
 
+def attention_weights(q, k, slopes=None, q_start=0):
+    """P (B,H,Tq,Tk) = softmax over n of the masked scores S: where each query looks.
+
+    For looking inside a model (q, k from GPT.attention_inputs' q_rot, k_rot; slopes from
+    GPT.slopes for ALiBi); row m sums to 1 and is zero past key q_start + m.
+    """
+    p, _ = _softmax(_scores(q, k, slopes, q_start, 0))
+    return p
+
+
 def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
     # q (B,H,Tq,d), k (B,H,Tk,d), v (B,H,Tk,d), slopes (H,) for ALiBi or None -> out (B,H,Tq,d)
     B, H, Tq, _ = q.shape

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minifope import alibi_slopes
-from minifope.attention import (AUTO_CHUNK_BYTES, attention_backward, attention_forward,
+from minifope.attention import (AUTO_CHUNK_BYTES, attention_backward, attention_forward, attention_weights,
                                 use_chunked)
 from minifope.gradcheck import relative_error
 
@@ -67,3 +67,16 @@ def test_chunked_forward_and_backward_keep_score_memory_to_chunk_times_T():
     chunked_peak = _peak_bytes(lambda: run("chunked"))
     assert chunked_peak < score_bytes / 4
     assert chunked_peak < 8 * tile_bytes + 8 * q.nbytes  # a few tiles, plus q, k, v and grads
+
+
+@pytest.mark.parametrize("with_alibi", [False, True])
+def test_attention_weights_are_the_causal_softmax_that_weighs_the_values(with_alibi):
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((2, 4, 6, 8)) for _ in range(3))
+    slopes = alibi_slopes(4) if with_alibi else None
+    p = attention_weights(q, k, slopes)
+    assert p.shape == (2, 4, 6, 6)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-12)
+    assert (p[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0).all()
+    out, _ = attention_forward(q, k, v, slopes, impl="full")
+    np.testing.assert_allclose(p @ v, out, rtol=1e-12, atol=1e-14)
