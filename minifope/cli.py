@@ -333,7 +333,7 @@ def build_parser():
     add_experiment_flags(p, "runs/experiment", default_jobs=2)
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 10 min)")
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 11 min)")
     add_experiment_flags(p, "runs/demo", default_jobs=3)  # one process per embedding
     p.set_defaults(run=cmd_experiment)
 
