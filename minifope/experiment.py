@@ -375,10 +375,11 @@ def write_report(summary, out):
     spread = {k: [r["std"] for r in v["loss"].values()] for k, v in variants.items()}
     plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
     ax_loss.set_title("validation loss past the training length")
-    for label, v in variants.items():
-        if "passkey" in v:
+    for i, (label, v) in enumerate(variants.items()):
+        if "passkey" in v:  # the colour of the same variant in the loss panel
             pk = v["passkey"]
-            ax_pk.errorbar(pk["lengths"], pk["mean"], yerr=pk["std"], marker="o", capsize=3, label=label)
+            ax_pk.errorbar(pk["lengths"], pk["mean"], yerr=pk["std"], marker="o", capsize=3, label=label,
+                           color=f"C{i}")
     ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
     ax_pk.set_xscale("log", base=2)
     ax_pk.set_ylim(-0.05, 1.05)
