@@ -21,59 +21,60 @@ SCORE_CASES = [(" 12345.", "12345"), ("12345", "12345"), (" 1234.", "12345"),
                (" 12a345", "12345"), ("", "12345"), (" 012345.", "12345"), ("\n\n\n", "12345")]
 
 
-def check_passkey_prompt(build_prompt):
-    """Grade build_prompt(length, depth, key) -> str: a passkey prompt of exactly `length`
-    characters with the needle at `depth`, the same string minifope.passkey.make_prompt
-    builds (with its default task line)."""
+def _grade_each(name, fn, cases, judge):
+    """Call fn(*args) for each (label, args) in cases and print "label ok" or "label FAIL: ...";
+    judge(args, answer) -> (ok, what to print). A call that fails is reported and the others
+    are still graded, except a failure that would repeat on every case (no function, not
+    written yet), which is said once. Ends with the verdict; True if every case passes."""
     ok = True
-    for length, depth, key in PROMPT_CASES:
-        ref, _ = make_prompt(length, depth, key)
-        label = f"length {length}, depth {depth}, key {key}:"
+    for label, args in cases:
         try:
-            mine = call("build_prompt", build_prompt, length, depth, key)
+            answer = call(name, fn, *args)
         except AnswerError as e:
             ok = False
-            if e.final:  # the same on every case: said once
+            if e.final:
                 print(f"FAIL  {e}")
                 break
             print(f"{label} FAIL: {e}")
             continue
+        passed, message = judge(args, answer)
+        print(f"{label} {message}")
+        ok &= passed
+    return verdict(name, ok)
+
+
+def check_passkey_prompt(build_prompt):
+    """Grade build_prompt(length, depth, key) -> str: a passkey prompt of exactly `length`
+    characters with the needle at `depth`, the same string minifope.passkey.make_prompt
+    builds (with its default task line)."""
+    def judge(args, mine):
+        ref, _ = make_prompt(*args)
         if not isinstance(mine, str):
-            print(f"{label} FAIL: expected a str, got {type(mine).__name__}")
-            ok = False
-        elif mine == ref:
-            print(f"{label} ok")
-        else:
-            at = next((i for i, (a, b) in enumerate(zip(mine, ref)) if a != b), min(len(mine), len(ref)))
-            where = f"first difference at character {at}: yours {mine[at:at + 12]!r}, expected {ref[at:at + 12]!r}"
-            size = "" if len(mine) == len(ref) else f"; {len(mine)} characters, expected {len(ref)}"
-            print(f"{label} FAIL: {where}{size}")
-            ok = False
-    return verdict("build_prompt", ok)
+            return False, f"FAIL: expected a str, got {type(mine).__name__}"
+        if mine == ref:
+            return True, "ok"
+        at = next((i for i, (a, b) in enumerate(zip(mine, ref)) if a != b), min(len(mine), len(ref)))
+        where = f"first difference at character {at}: yours {mine[at:at + 12]!r}, expected {ref[at:at + 12]!r}"
+        size = "" if len(mine) == len(ref) else f"; {len(mine)} characters, expected {len(ref)}"
+        return False, f"FAIL: {where}{size}"
+
+    cases = [(f"length {length}, depth {depth}, key {key}:", (length, depth, key))
+             for length, depth, key in PROMPT_CASES]
+    return _grade_each("build_prompt", build_prompt, cases, judge)
 
 
 def check_passkey_score(is_correct):
     """Grade is_correct(continuation, key) -> bool: True when the first number written in
     the continuation is the key, the rule minifope.passkey.score applies."""
-    ok = True
-    for continuation, key in SCORE_CASES:
+    def judge(args, mine):
+        continuation, key = args
         ref = score([continuation], [key]) == 1.0
-        label = f"is_correct({continuation!r}, {key!r}):"
-        try:
-            mine = call("is_correct", is_correct, continuation, key)
-        except AnswerError as e:
-            ok = False
-            if e.final:  # the same on every case: said once
-                print(f"FAIL  {e}")
-                break
-            print(f"{label} FAIL: {e}")
-            continue
         if not isinstance(mine, (bool, np.bool_)):
-            print(f"{label} FAIL: expected True or False, got {type(mine).__name__} {mine!r}")
-            ok = False
-        elif bool(mine) == ref:
-            print(f"{label} {bool(mine)}  ok")
-        else:
-            print(f"{label} {mine}, expected {ref}  FAIL")
-            ok = False
-    return verdict("is_correct", ok)
+            return False, f"FAIL: expected True or False, got {type(mine).__name__} {mine!r}"
+        if bool(mine) == ref:
+            return True, f"{bool(mine)}  ok"
+        return False, f"{mine}, expected {ref}  FAIL"
+
+    cases = [(f"is_correct({continuation!r}, {key!r}):", (continuation, key))
+             for continuation, key in SCORE_CASES]
+    return _grade_each("is_correct", is_correct, cases, judge)
