@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TEXT = "KING:\nWhat news, my lord? Speak, and be brief.\n\nLORD:\nThe day is ours.\n\n" * 30
+from helpers import ROOT, TEXT
+
 TINY = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "16", "--batch-size", "4",
         "--eval-batches", "2", "--eval-interval", "5", "--quiet", "--sample-chars", "0"]
 

@@ -8,6 +8,8 @@ from minifope import GPT, GPTConfig, KVCache
 from minifope import reference as R
 from minifope.gradcheck import check_gradients, numerical_gradient, relative_error
 
+from helpers import batch, tiny_config
+
 # fope_dim=64 over head_dim 16 makes F = 9 frequencies feed J = 4 rotating pairs with
 # step 3, so the step identity, the padding and the noise all take part.
 CASES = {
@@ -17,20 +19,6 @@ CASES = {
     "alibi": dict(pe="alibi", n_head=3, d_model=24),
     "nope": dict(pe="nope"),
 }
-
-
-def tiny_config(**overrides):
-    base = dict(vocab_size=13, n_layer=2, n_head=2, d_model=32, train_len=64, dtype="float64",
-                seed=7, init_std=0.2)
-    return GPTConfig(**{**base, **overrides})
-
-
-def batch(config, B=2, T=9, seed=0):
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, config.vocab_size, (B, T))
-    targets = rng.integers(0, config.vocab_size, (B, T))
-    targets[0, 2] = -1  # a position that carries no loss
-    return idx, targets
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -4,7 +4,6 @@ loads into torch and back unchanged, and a checkpoint saved from torch loads in 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +15,10 @@ from minifope.torch import from_torch, to_torch  # noqa: E402
 from minifope.torch import load_checkpoint as torch_load_checkpoint  # noqa: E402
 from minifope.torch import save_checkpoint as torch_save_checkpoint  # noqa: E402
 
+from helpers import ROOT, TEXT  # noqa: E402
+
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
-TEXT = "KING:\nWhat news, my lord? Speak, and be brief.\n\nLORD:\nThe day is ours.\n\n" * 30
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch path needs PyTorch: pip install -r requirements-torch.txt")
 
-from minifope import GPT, GPTConfig, KVCache, alibi_slopes  # noqa: E402
+from minifope import GPT, KVCache, alibi_slopes  # noqa: E402
 from minifope.alibi import alibi_bias  # noqa: E402
 from minifope.fope import fope_coefficients, fope_frequencies, fope_tables  # noqa: E402
 from minifope.model import rope_frequencies_of  # noqa: E402
@@ -19,6 +19,9 @@ from minifope.rope import rope_tables  # noqa: E402
 from minifope.sample import generate  # noqa: E402
 from minifope.torch import GPT as TorchGPT  # noqa: E402
 from minifope.torch import ALiBi, FoPE, NoPE, NumpyView, RoPE, from_torch, to_torch  # noqa: E402
+
+import helpers  # noqa: E402
+from helpers import batch  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -38,17 +41,7 @@ CASES = {
 
 
 def tiny_config(dtype="float64", **overrides):
-    base = dict(vocab_size=13, n_layer=2, n_head=2, d_model=32, train_len=16, dtype=dtype, seed=7,
-                init_std=0.2)
-    return GPTConfig(**{**base, **overrides})
-
-
-def batch(config, B=2, T=9, seed=0):
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, config.vocab_size, (B, T))
-    targets = rng.integers(0, config.vocab_size, (B, T))
-    targets[0, 2] = -1  # a position that carries no loss
-    return idx, targets
+    return helpers.tiny_config(**{"train_len": 16, "dtype": dtype, **overrides})
 
 
 def rel(a, b):

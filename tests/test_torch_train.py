@@ -23,10 +23,10 @@ from minifope.torch import NumpyView, to_torch  # noqa: E402
 from minifope.torch import load_checkpoint as torch_load_checkpoint  # noqa: E402
 from minifope.train import passkey_chars  # noqa: E402
 
+from helpers import ROOT, TEXT  # noqa: E402
+
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
-TEXT = "KING:\nWhat news, my lord? Speak, and be brief.\n\nLORD:\nThe day is ours.\n\n" * 30
 TINY = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "16", "--batch-size", "4",
         "--eval-interval", "1", "--eval-batches", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1",  # a worker script outside the repo still finds minifope
