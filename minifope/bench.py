@@ -9,7 +9,9 @@ Five measurements, all in one run, so that the figures compare on one machine un
 2. a training step (forward, backward, global-norm clipping, AdamW), in tokens/second, for
    the NumPy engine and for the torch path (minifope.torch, torch.optim.AdamW with the
    trainer's groups) from the same initial weights and the same batches of random tokens,
-   at three sizes (SIZES), with the achieved model FLOP/s as a share of the matmul peak;
+   at three sizes (SIZES), with the achieved model FLOP/s as a share of the matmul peak.
+   The NumPy step is the trainer's: TrainConfig.micro_batches row blocks of the batch on
+   up to --threads Python threads (parallel.py); torch splits each op over its own threads;
 3. the attention core alone, forward and backward: minifope.attention against
    torch.nn.functional.scaled_dot_product_attention, causal, on the same (B,H,T,d) arrays
    (the bare core, without ALiBi's bias, whatever --pe says);
@@ -63,6 +65,7 @@ from .config import POSITION_EMBEDDINGS, GPTConfig
 from .errors import UserError
 from .model import GPT
 from .optim import AdamW, clip_grad_norm
+from .parallel import MicroBatches
 from .sample import generate
 from .train import TrainConfig, no_decay
 
@@ -217,23 +220,26 @@ def _batches(config, batch_size, count):
 
 
 def _train_numpy(spec):
-    # the step of minifope.train.train, at a constant learning rate
+    # the step of minifope.train.train, at a constant learning rate: the trainer's
+    # micro-batches on the worker's threads (parallel.py)
     config, B = _config(spec["fields"], spec["pe"]), spec["batch_size"]
     tc = TrainConfig()
     model = GPT(config)
     optim = AdamW(model.params, lr=tc.lr, weight_decay=tc.weight_decay, no_decay=no_decay)
     batches = _batches(config, B, spec["warmup"] + spec["steps"])
+    micro = MicroBatches(model, min(tc.micro_batches, B))
 
     def step(i):
         t0 = time.perf_counter()
-        model.forward(*batches[i])
-        model.backward()
+        micro.loss_and_grads(*batches[i])
         clip_grad_norm(model.grads, tc.grad_clip)
         optim.step(model.grads, tc.lr)
         return (time.perf_counter() - t0,)
 
     (seconds,) = _median_times(step, spec["warmup"], spec["steps"])
-    return dict(seconds=seconds, tokens_per_s=B * config.train_len / seconds)
+    micro.close()
+    return dict(seconds=seconds, tokens_per_s=B * config.train_len / seconds,
+                micro_batches=micro.parts, workers=micro.workers)
 
 
 def _train_torch(spec):
@@ -555,8 +561,11 @@ def format_table(results):
                       _num(row["numpy_over_torch_time"], ".2f"), flops(row["numpy"]),
                       flops(row["torch"])]
                      for row in results["train"]])
-    lines += ["numpy/torch: numpy's step time over torch's; GFLOP/s: model FLOPs (see bench.py) "
-              "per second, (% of numpy's matmul peak)",
+    split = next((f"numpy: the batch as {r['micro_batches']} micro-batches on {r['workers']} "
+                  f"thread(s) (parallel.py); " for r in (row["numpy"] for row in results["train"])
+                  if r and "micro_batches" in r), "")
+    lines += [f"{split}numpy/torch: numpy's step time over torch's;",
+              "GFLOP/s: model FLOPs (see bench.py) per second, (% of numpy's matmul peak)",
               "",
               "attention core, causal: minifope.attention vs torch's scaled_dot_product_attention "
               "(numpy/torch: of fwd + bwd)"]

@@ -25,7 +25,8 @@ def make_config(**fields):
 
 
 def add_threads_flag(p, note=""):
-    p.add_argument("--threads", type=int, help="threads for NumPy's matrix products (its BLAS)"
+    p.add_argument("--threads", type=int, help="cores for NumPy: its BLAS, and the trainer's "
+                   "micro-batch threads"
                    f"{note} (default: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else every core)")
 
 
@@ -75,7 +76,8 @@ MODEL_FLAGS = {  # flag dest -> GPTConfig field
     "fope_clip": "fope_clip",
 }
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
-               "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits", "passkey_loss")
+               "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits", "passkey_loss",
+               "micro_batches")
 
 
 def train_configs(args):
@@ -291,6 +293,8 @@ def add_train_flags(p):
     g.add_argument("--eval-interval", type=int)
     g.add_argument("--eval-batches", type=int)
     g.add_argument("--seed", type=int, help="fixes the init and the batch order")
+    g.add_argument("--micro-batches", type=int, help="split each batch into this many row blocks, "
+                   "run on parallel threads; the same gradient up to rounding (default 2)")
     g.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
     g.add_argument("--passkey-digits", type=int, help="digits of the passkey (5)")
     g.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "

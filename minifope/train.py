@@ -3,7 +3,8 @@
     model, history = train(GPTConfig(pe="fope"), train_text, val_text, TrainConfig(steps=500))
 
 Each step: a batch of `batch_size` random windows of `train_len + 1` characters, forward,
-backward, global-norm clipping, AdamW at the scheduled learning rate. Every
+backward (as `micro_batches` row blocks on parallel threads, see parallel.py), global-norm
+clipping, AdamW at the scheduled learning rate. Every
 `eval_interval` steps (and at the end) the validation loss is measured on fixed windows
 of the validation text and, given an `out_dir`, the checkpoint DIR/ckpt.npz is rewritten
 atomically and the metrics are appended to DIR/log.jsonl.
@@ -33,6 +34,7 @@ from .errors import UserError
 from .lengthgen import eval_windows
 from .model import GPT
 from .optim import AdamW, clip_grad_norm, lr_schedule
+from .parallel import MicroBatches
 
 LOG_NAME = "log.jsonl"
 
@@ -55,11 +57,13 @@ class TrainConfig:
     passkey_frac: float = 0.0  # share of each batch replaced by passkey prompts (passkey.py)
     passkey_digits: int = 5
     passkey_loss: str = "all"  # 'answer': passkey rows carry loss on their answer only
+    micro_batches: int = 2  # each batch as this many row blocks (at most batch_size) on threads: parallel.py
 
     def __post_init__(self):
         if self.warmup is None and isinstance(self.steps, int):
             self.warmup = min(100, self.steps // 10)
-        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval"):
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval",
+                     "micro_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -138,7 +142,9 @@ def check_resume(saved_model, saved_train, model_config, train_config, data_name
         if name not in ("vocab_size", "attn_impl", "attn_chunk") and saved_model[name] != value:
             conflicts.append(f"{name}: checkpoint {saved_model[name]!r}, asked {value!r}")
     for name, value in dataclasses.asdict(train_config).items():
-        if name not in ("steps", "eval_interval", "log_interval") and saved_train[name] != value:
+        # a field newer than the checkpoint is not compared: micro_batches, say, which
+        # changes only the float rounding of the same gradient
+        if name not in ("steps", "eval_interval", "log_interval") and saved_train.get(name, value) != value:
             conflicts.append(f"{name}: checkpoint {saved_train[name]!r}, asked {value!r}")
     if data_name is not None and saved_data is not None and data_name != saved_data:
         conflicts.append(f"data: checkpoint {saved_data!r}, asked {data_name!r}")
@@ -275,7 +281,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     val_loss = None
     # Overflow shows up as a non-finite loss, which stops the run with one clear message
     # below; NumPy's own warnings about it would only bury that message.
-    with StopOnSigint() as sigint, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with StopOnSigint() as sigint, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            MicroBatches(model, min(tc.micro_batches, tc.batch_size)) as micro:
         while step < tc.steps:
             t0 = time.perf_counter()
             lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
@@ -283,11 +290,10 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             if n_passkey:
                 x[-n_passkey:], y[-n_passkey:] = passkey_examples(
                     rng, n_passkey, T, tokenizer, tc.passkey_digits, loss=tc.passkey_loss)
-            _, loss = model.forward(x, y)
+            loss = micro.loss_and_grads(x, y)  # forward and backward: model.grads
             if not math.isfinite(loss):
                 bar.close()
                 raise diverged("the training loss", loss, step + 1)
-            model.backward()
             grad_norm = clip_grad_norm(model.grads, tc.grad_clip)
             optim.step(model.grads, lr)
             step += 1

@@ -1,0 +1,101 @@
+"""Micro-batches on threads: the same loss and gradient as one forward and backward."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from minifope import GPT
+from minifope.parallel import MicroBatches, blas_thread_count
+from minifope.train import TrainConfig, check_resume, train
+
+from helpers import TEXT, tiny_config
+
+
+def whole_batch(model, x, y):
+    _, loss = model.forward(x, y)
+    return loss, {name: g.copy() for name, g in model.backward().items()}
+
+
+def uneven_batch(config, B=5, T=12):
+    # rows with different numbers of counted targets, one row with none at all
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, config.vocab_size, (B, T))
+    y = rng.integers(0, config.vocab_size, (B, T))
+    y[1, :7] = -1
+    y[3, :] = -1
+    return x, y
+
+
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi"])
+@pytest.mark.parametrize("parts, threads", [(2, 1), (2, 2), (3, 2), (5, 2)])
+def test_micro_batches_give_the_whole_batch_loss_and_gradient_in_float64(pe, parts, threads):
+    model = GPT(tiny_config(pe=pe, fope_learnable=pe == "fope"))
+    x, y = uneven_batch(model.config)
+    loss, grads = whole_batch(model, x, y)
+    with MicroBatches(model, parts, threads) as micro:
+        assert micro.workers == min(parts, threads)
+        split_loss = micro.loss_and_grads(x, y)
+    assert split_loss == pytest.approx(loss, rel=1e-13)
+    for name, g in grads.items():
+        np.testing.assert_allclose(model.grads[name], g, rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_one_part_is_exactly_forward_and_backward():
+    model = GPT(tiny_config(dtype="float32"))
+    x, y = uneven_batch(model.config)
+    loss, grads = whole_batch(model, x, y)
+    with MicroBatches(model, 1) as micro:
+        assert micro.pool is None and micro.loss_and_grads(x, y) == loss
+    for name, g in grads.items():
+        assert np.array_equal(model.grads[name], g), name
+
+
+def test_the_result_depends_on_the_parts_not_on_the_threads():
+    x, y = uneven_batch(tiny_config())
+    results = []
+    for threads in (1, 2):
+        model = GPT(tiny_config(dtype="float32"))
+        with MicroBatches(model, 2, threads) as micro:
+            results.append((micro.loss_and_grads(x, y), {n: g.copy() for n, g in model.grads.items()}))
+    (loss1, g1), (loss2, g2) = results
+    assert loss1 == loss2
+    assert all(np.array_equal(g1[n], g2[n]) for n in g1)
+
+
+def test_the_blas_setting_is_put_back_after_a_step():
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    model = GPT(tiny_config())
+    with MicroBatches(model, 2, threads=2) as micro:
+        micro.loss_and_grads(*uneven_batch(model.config))
+    assert [lib["num_threads"] for lib in threadpool_info()] == before
+    assert blas_thread_count() >= 1
+
+
+def test_a_batch_with_fewer_rows_than_parts_is_refused():
+    model = GPT(tiny_config())
+    with MicroBatches(model, 3) as micro, pytest.raises(ValueError, match="cannot be split"):
+        x, y = uneven_batch(model.config)
+        micro.loss_and_grads(x[:2], y[:2])
+
+
+def test_training_with_micro_batches_follows_the_one_batch_run_in_float64():
+    config = tiny_config(vocab_size=64, train_len=16, n_layer=1)
+    runs = []
+    for parts in (1, 2, 3):
+        tc = TrainConfig(steps=8, batch_size=6, eval_interval=4, eval_batches=2, log_interval=1,
+                         micro_batches=parts)
+        model, history = train(config, TEXT[:1500], TEXT[1500:], tc, progress=False)
+        runs.append((history["loss"], model.params))
+    (base_loss, base_params), *others = runs
+    for loss, params in others:
+        np.testing.assert_allclose(loss, base_loss, rtol=1e-10)
+        for name, p in base_params.items():
+            np.testing.assert_allclose(params[name], p, rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_a_checkpoint_older_than_micro_batches_resumes():
+    config, tc = tiny_config(), TrainConfig()
+    saved_train = {k: v for k, v in dataclasses.asdict(tc).items() if k != "micro_batches"}
+    check_resume(config.to_dict(), saved_train, config, tc, None, None)  # no conflict raised
