@@ -17,7 +17,9 @@ CPU): every process draws the same global batch of --batch-size rows from the sa
 trains on its own contiguous slice of batch_size / world_size rows. DDP averages the
 gradients over processes; each process weights its loss by its share of the counted
 targets, so the average is the gradient of the global batch's mean loss, exactly what one
-process would compute. Every process evaluates the same validation windows (no
+process would compute. (TrainConfig.micro_batches, the NumPy trainer's split of a batch
+over threads, is not used here: torch spreads each op over its threads itself.) Every
+process evaluates the same validation windows (no
 communication, the same number on every rank); rank 0 writes the log and the checkpoint.
 """
 
