@@ -185,6 +185,8 @@ def experiment_config(args, preset=None):
         if getattr(args, flag) is not None:
             model[flag] = getattr(args, flag)
     train = dict(ec.train)
+    if args.lr is not None and train.get("min_lr") == train.get("lr"):
+        train["min_lr"] = args.lr  # a constant rate stays constant
     for flag in ("steps", "batch_size", "lr", "passkey_frac", "passkey_loss"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
@@ -192,7 +194,8 @@ def experiment_config(args, preset=None):
     for flag, name in (("seeds", "seeds"), ("lengths", "multipliers"), ("passkey_lengths", "passkey_multipliers"),
                        ("depths", "depths"), ("trials", "trials"), ("extend", "extend"),
                        ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
-                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars")):
+                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars"),
+                       ("retrieve_target", "retrieve_target"), ("max_steps", "max_steps")):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
     import dataclasses
@@ -228,9 +231,12 @@ def add_experiment_flags(p, default_out, default_jobs):
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
     p.add_argument("--train-len", type=int, help="N, the training length")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="steps every run trains (3000)")
+    p.add_argument("--retrieve-target", type=float, help="then train on, 500 steps at a time, until "
+                   "passkey accuracy at N on held-out prompts reaches this (0.9; 0: never)")
+    p.add_argument("--max-steps", type=int, help="the most steps a run trains for that (6000)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
     p.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
                    "and the needle's second copy of the key)")

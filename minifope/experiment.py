@@ -3,7 +3,8 @@
     run_experiment(ExperimentConfig(variants=["rope", "fope", "alibi"], seeds=3), "runs/exp")
 
 For every variant and seed a model is trained (train.py, passkey prompts mixed into the
-batches) into OUT/runs/<variant>/seed<k>/, then evaluated:
+batches) into OUT/runs/<variant>/seed<k>/, for train["steps"] steps and then on, 500 at a
+time, until it retrieves the passkey at N (ExperimentConfig.retrieve_target), then evaluated:
 
 - the validation loss at each length L = N x multiplier, and per position (lengthgen.py);
 - passkey retrieval accuracy on a length x depth grid, greedy decoding (passkey.py);
@@ -35,7 +36,7 @@ from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
 from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
-from .passkey import needle_grid, plot_needle_grid
+from .passkey import needle_grid, passkey_accuracy, plot_needle_grid
 from .train import TrainConfig, train
 
 ALIASES = {
@@ -96,16 +97,28 @@ class ExperimentConfig:
     continue_steps: int = 200
     data: str = "shakespeare"
     eval_data: str | None = None
+    # The step budget: every run trains train["steps"], then on, extend_steps at a time,
+    # until its passkey accuracy at N on held-out prompts reaches retrieve_target (0: never
+    # extend), or max_steps. A run that has not learned to retrieve at N says nothing about
+    # retrieval past N, and when retrieval appears varies by seed (see the README).
+    retrieve_target: float = 0.9
+    extend_steps: int = 500
+    max_steps: int = 6000
 
     def training_key(self):
         """The settings a trained run depends on: two experiments sharing them share runs."""
-        return dict(model=self.model, train=self.train, data=self.data,
-                    continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        key = dict(model=self.model, train=self.train, data=self.data,
+                   continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        if self.retrieve_target:
+            key.update(retrieve_target=self.retrieve_target, extend_steps=self.extend_steps,
+                       max_steps=self.max_steps)
+        return key
 
     def eval_key(self):
         # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
         keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "eval_data")
-        text = json.dumps({"version": 2, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
+        # version 3: passkey prompts laid out as in training (passkey.prompt_length)
+        text = json.dumps({"version": 3, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -118,16 +131,49 @@ def _write_json(path, obj):
 
 
 def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None):
-    """Train into run_dir, or resume it, or reuse it when it is complete. Returns (model, tokenizer)."""
+    """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
+    or more. Returns (model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
     if ckpt.exists():
         model, tokenizer, state, _ = load_checkpoint(ckpt)
         if state.get("step", 0) >= train_config.steps:
-            return model, tokenizer
+            return model, tokenizer, state["step"]
     train(model_config, *corpus, train_config, out_dir=run_dir, resume=ckpt.exists(),
           data_name=data_name, progress=progress, init_from=init_from)
-    model, tokenizer, _, _ = load_checkpoint(ckpt)
-    return model, tokenizer
+    model, tokenizer, state, _ = load_checkpoint(ckpt)
+    return model, tokenizer, state["step"]
+
+
+RETRIEVAL_FILE = "retrieval.json"
+RETRIEVAL_TRIALS, RETRIEVAL_SEED = 4, 4321  # held out: the evaluation's keys come from seed 1234
+
+
+def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
+    """Train tc.steps; then, while passkey accuracy at N on held-out prompts (every depth of
+    ec.depths, RETRIEVAL_TRIALS keys each) is below ec.retrieve_target, train on to the next
+    multiple of ec.extend_steps past tc.steps, up to ec.max_steps. Every check is kept in
+    run_dir/retrieval.json ({step: accuracy}). Returns (model, tokenizer, step)."""
+    model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress)
+    if not ec.retrieve_target or not round(tc.passkey_frac * tc.batch_size):
+        return model, tokenizer, step
+    path = run_dir / RETRIEVAL_FILE
+    checks = json.loads(path.read_text()) if path.exists() else {}
+    while True:
+        off_grid = (step - tc.steps) % ec.extend_steps
+        if off_grid and step < ec.max_steps:  # an extension was interrupted: finish it first
+            target = min(step - off_grid + ec.extend_steps, ec.max_steps)
+            model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
+                                                corpus, ec.data, progress)
+        if str(step) not in checks:
+            accuracy = passkey_accuracy(model, tokenizer, config.train_len, ec.depths,
+                                        RETRIEVAL_TRIALS, seed=RETRIEVAL_SEED)
+            checks[str(step)] = float(accuracy.mean())
+            _write_json(path, checks)
+        if checks[str(step)] >= ec.retrieve_target or step >= ec.max_steps:
+            return model, tokenizer, step
+        target = min(step + ec.extend_steps, ec.max_steps)
+        model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
+                                            corpus, ec.data, progress)
 
 
 def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
@@ -188,9 +234,16 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
     try:
         for label in ec.variants:
             GPTConfig(**{**ec.model, **parse_variant(label)})
-        TrainConfig(**ec.train)
+        tc = TrainConfig(**ec.train)
     except (TypeError, ValueError) as e:
         raise UserError(f"experiment settings: {e}") from None
+    if ec.retrieve_target and tc.min_lr != tc.lr:
+        raise UserError("training on until a run retrieves needs a constant learning rate after "
+                        f"warmup (min_lr = lr; here {tc.min_lr} and {tc.lr}): a longer cosine "
+                        "would change the steps already taken. Or turn it off with --retrieve-target 0")
+    if ec.extend_steps < 1 or ec.max_steps < tc.steps:
+        raise UserError(f"experiment settings: extend_steps must be >= 1 and max_steps >= steps "
+                        f"({tc.steps}); got {ec.extend_steps} and {ec.max_steps}")
     _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
 
     todo = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
@@ -218,7 +271,7 @@ def run_one(ec, out, label, seed, progress=False):
     corpus = load_corpus(ec.data)
     eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
     run_dir = Path(out) / "runs" / _slug(label) / f"seed{seed}"
-    model, tokenizer = _train_run(run_dir, config, tc, corpus, ec.data, progress)
+    model, tokenizer, step = _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress)
     eval_tokens = tokenizer.encode(eval_text)
     rows = {label: _cached_eval(run_dir, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens,
                                                                   N, progress))}
@@ -227,8 +280,9 @@ def run_one(ec, out, label, seed, progress=False):
             rows[f"{label}+{kind}"] = _cached_eval(
                 run_dir, ec, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
                 name=f"eval-{kind}")
-        if ec.continue_factor:
-            rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress))
+    rows = {name: {**result, "steps": step} for name, result in rows.items()}  # the same weights
+    if config.pe == "rope" and not config.rope_clip and ec.continue_factor:
+        rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress))
     return rows
 
 
@@ -283,8 +337,8 @@ def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress):
     rows = {}
     for name, fields in settings.items():
         sub = run_dir.parent.parent / _slug(name) / run_dir.name
-        model, tokenizer = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
-                                      init_from=run_dir)
+        model, tokenizer, _ = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
+                                         init_from=run_dir)
         rows[name] = _cached_eval(
             sub, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
     return rows
@@ -296,6 +350,8 @@ def summarise(runs, ec, N):
     for label, by_seed in runs.items():
         seeds = sorted(by_seed)
         entry = {"seeds": seeds, "loss": {}}
+        if all("steps" in by_seed[s] for s in seeds):
+            entry["steps"] = [by_seed[s]["steps"] for s in seeds]
         lengths = sorted({int(L) for s in seeds for L in by_seed[s]["loss"]})
         for L in lengths:
             values = [by_seed[s]["loss"][str(L)]["loss"] for s in seeds]
@@ -327,10 +383,11 @@ def markdown_table(summary):
     variants = summary["variants"]
     lengths = sorted({int(L) for v in variants.values() for L in v["loss"]})
     pk_lengths = sorted({L for v in variants.values() if "passkey" in v for L in v["passkey"]["lengths"]})
-    head = ["variant"] + [f"loss @{L // N}N" for L in lengths] + [f"passkey @{L // N}N" for L in pk_lengths]
+    head = (["variant", "steps"] + [f"loss @{L // N}N" for L in lengths]
+            + [f"passkey @{L // N}N" for L in pk_lengths])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, v in variants.items():
-        cells = [label]
+        cells = [label, "/".join(map(str, v.get("steps", [])))]
         for L in lengths:
             r = v["loss"].get(str(L))
             cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "")
@@ -343,8 +400,9 @@ def markdown_table(summary):
                 cells.append("")
         rows.append("| " + " | ".join(cells) + " |")
     trials = next((v["passkey"]["trials"] for v in variants.values() if "passkey" in v), None)
-    note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds. Passkey: "
-            f"{trials} trials per (length, depth) cell, accuracy averaged over depths.\n") if trials else ""
+    note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds; steps: "
+            f"trained, per seed. Passkey: {trials} trials per (length, depth) cell, accuracy "
+            "averaged over depths.\n") if trials else ""
     with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
     if with_leak:
         layers = max(len(v) for v in with_leak.values())

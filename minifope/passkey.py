@@ -106,11 +106,22 @@ def draw_keys(rng, n, key_digits=5):
     return [str(k) for k in rng.integers(10 ** (key_digits - 1), 10 ** key_digits, size=n)]
 
 
+def prompt_length(length, key_digits=5):
+    """The prompt's characters in a window of `length`: length - key_digits - 1.
+
+    The window holds the prompt and the answer " NNNNN" but its final ".", which is only
+    ever a target: in training the last entry of y, in evaluation the last character
+    written. passkey_examples and passkey_accuracy both lay out a window this way, so
+    evaluation at train_len puts every character where training put it.
+    """
+    return length - key_digits - 1
+
+
 def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="all"):
     """(x, y), each (n, length) int64: passkey rows to mix into training batches.
 
-    Each row's text is a prompt of length - key_digits - 1 characters, its needle at a
-    depth uniform in [0, 1], then the answer " " + key + ".": length + 1 characters,
+    Each row's text is a prompt of prompt_length(length, key_digits) characters, its needle
+    at a depth uniform in [0, 1], then the answer " " + key + ".": length + 1 characters,
     x = text[:-1], y = text[1:]. With loss="answer" every target but the answer's
     key_digits + 2 characters is -1, which the loss ignores; loss="keys" also keeps the
     targets of the needle's second copy of the key (a copy over a short distance, the
@@ -127,7 +138,8 @@ def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="a
                         f"at least {minimum}")
     keys = draw_keys(rng, n, key_digits)
     depths = rng.random(n)
-    prompts = [make_prompt(length + 1 - answer_len, depth, key, task) for depth, key in zip(depths, keys)]
+    prompts = [make_prompt(prompt_length(length, key_digits), depth, key, task)
+               for depth, key in zip(depths, keys)]
     ids = tokenizer.encode("".join(p + f" {key}." for (p, _), key in zip(prompts, keys)))
     ids = ids.reshape(n, length + 1)
     x, y = ids[:, :-1], ids[:, 1:].copy()
@@ -162,26 +174,26 @@ def passkey_accuracy(model, tokenizer, length, depths, trials, seed, key_digits=
     """Accuracy (len(depths),): for each depth, the share of `trials` prompts whose greedy
     continuation's first number is the key.
 
-    `length` counts the prompt and its answer " NNNNN." together, like a training row of
-    passkey_examples: the prompt has length - (key_digits + 2) characters, so at
-    length = train_len the question and the answer both lie inside the trained window.
-    The keys come from default_rng(seed) and are the same at every depth (and, for one
-    seed, at every length), so cells differ only in where the needle sits. The rows of a
-    depth go through the model as one batch, decoded greedily through the KV cache with a
-    window of `length`: nothing of the prompt is ever cropped (long prompts take the
-    chunked attention path by themselves).
+    `length` is the window the model reads, as for a training row of passkey_examples: a
+    prompt of prompt_length(length, key_digits) characters, then the answer " NNNNN" that
+    the model writes; the final "." of the answer is predicted at the window's last position
+    and never read back. So at length = train_len every character sits at the position it
+    has in training. The keys come from default_rng(seed) and are the same at every depth
+    (and, for one seed, at every length), so cells differ only in where the needle sits.
+    The rows of a depth go through the model as one batch, decoded greedily through the KV
+    cache with a window of `length`: nothing of the prompt is ever cropped (long prompts
+    take the chunked attention path by themselves).
     """
     if not isinstance(trials, int) or trials < 1:
         raise UserError(f"trials must be a positive integer, got {trials!r}")
-    answer_len = key_digits + 2
-    prompt_len = length - answer_len
+    prompt_len = prompt_length(length, key_digits)
     keys = draw_keys(np.random.default_rng(seed), trials, key_digits)
     accuracy = np.empty(len(depths))
     for i, depth in enumerate(tqdm(depths, disable=not progress, desc=f"passkey {length}",
                                    unit="depth", dynamic_ncols=True)):
         prompts = [make_prompt(prompt_len, depth, key, task)[0] for key in keys]
         idx = tokenizer.encode("".join(prompts)).reshape(trials, prompt_len)
-        out = generate(model, idx, answer_len, temperature=0, window=length)
+        out = generate(model, idx, key_digits + 2, temperature=0, window=length)
         accuracy[i] = score([tokenizer.decode(row) for row in out[:, prompt_len:]], keys)
     return accuracy
 

@@ -19,8 +19,15 @@ def tiny(**changes):
                 model=dict(d_model=16, n_layer=1, n_head=2, train_len=128),
                 train=dict(steps=4, batch_size=4, passkey_frac=0.5, eval_interval=2, eval_batches=1),
                 multipliers=[1, 2], eval_chars=512, passkey_multipliers=[1, 2], depths=[0.0, 1.0],
-                trials=2)
+                trials=2, retrieve_target=0.0)
     return ExperimentConfig(**{**base, **changes})
+
+
+def constant_lr(**changes):
+    """tiny() with a constant learning rate, training on until the passkey is retrieved."""
+    ec = tiny(**{"retrieve_target": 0.9, "extend_steps": 2, "max_steps": 8, **changes})
+    ec.train = dict(ec.train, lr=3e-3, min_lr=3e-3, warmup=1)
+    return ec
 
 
 def test_parse_variant_reads_aliases_and_fields():
@@ -59,6 +66,17 @@ def test_a_second_run_reuses_every_trained_model_and_evaluation(tmp_path, monkey
     monkeypatch.setattr(E, "loss_by_length", forbidden)
     monkeypatch.setattr(E, "needle_grid", forbidden)
     assert run_experiment(tiny(), tmp_path, progress=False) == first
+
+
+def test_a_second_run_reuses_every_retrieval_check(tmp_path, monkeypatch):
+    first = run_experiment(constant_lr(seeds=1, variants=["alibi"]), tmp_path, progress=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("nothing should be recomputed")
+
+    monkeypatch.setattr(E, "train", forbidden)
+    monkeypatch.setattr(E, "passkey_accuracy", forbidden)
+    assert run_experiment(constant_lr(seeds=1, variants=["alibi"]), tmp_path, progress=False) == first
 
 
 def test_a_crashed_experiment_resumes_from_what_it_finished(tmp_path, monkeypatch):
@@ -106,10 +124,11 @@ def test_continued_training_adds_yarn_and_fope_runs_from_the_rope_checkpoint(tmp
 
 def test_markdown_table_shows_mean_and_spread():
     summary = {"train_len": 128, "seeds": 2, "variants": {"rope": {
+        "steps": [3000, 4500],
         "loss": {"128": {"mean": 1.5, "std": 0.02}}, "passkey": {"lengths": [128], "mean": [0.75],
                                                                  "std": [0.25], "trials": 4}}}}
     table = markdown_table(summary)
-    assert "| rope | 1.500 ± 0.020 | 0.75 ± 0.25 |" in table
+    assert "| rope | 3000/4500 | 1.500 ± 0.020 | 0.75 ± 0.25 |" in table
     assert "4 trials" in table
 
 
@@ -138,3 +157,54 @@ def test_rotating_variants_report_their_spectral_leakage(tmp_path):
         assert len(leak) == 1 and 0.0 <= leak[0]["q"] <= 1.0
     assert "leakage" not in summary["variants"]["alibi"]
     assert "Spectral leakage" in (tmp_path / "results.md").read_text()
+
+
+def test_a_run_that_does_not_retrieve_trains_on_to_max_steps(tmp_path):
+    # a 4-step tiny model retrieves nothing: checks at 4, 6 and 8 steps, then it stops at max_steps
+    summary = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
+    checks = json.loads((tmp_path / "runs/rope/seed0/retrieval.json").read_text())
+    assert list(checks) == ["4", "6", "8"] and all(a < 0.9 for a in checks.values())
+    assert summary["variants"]["rope"]["steps"] == [8]
+    assert "| rope | 8 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_run_that_retrieves_stops_at_the_first_check(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(E, "passkey_accuracy", lambda model, tok, N, depths, *a, **k: np.ones(len(depths)))
+    summary = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
+    assert summary["variants"]["rope"]["steps"] == [4]
+    assert json.loads((tmp_path / "runs/rope/seed0/retrieval.json").read_text()) == {"4": 1.0}
+
+
+def test_an_extended_run_equals_one_trained_that_long_from_the_start(tmp_path):
+    import numpy as np
+
+    run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path / "extended", progress=False)
+    straight = constant_lr(seeds=1, variants=["rope"], retrieve_target=0.0)
+    straight.train = dict(straight.train, steps=8)
+    run_experiment(straight, tmp_path / "straight", progress=False)
+    a = np.load(tmp_path / "extended/runs/rope/seed0/ckpt.npz")
+    b = np.load(tmp_path / "straight/runs/rope/seed0/ckpt.npz")
+    params = [k for k in a.files if k.startswith("param")]
+    assert params and all(np.array_equal(a[k], b[k]) for k in params)
+
+
+def test_an_interrupted_extension_is_finished_before_it_is_checked(tmp_path, monkeypatch):
+    from minifope.config import GPTConfig
+    from minifope.data import load_corpus
+    from minifope.train import TrainConfig
+
+    ec = constant_lr(seeds=1, variants=["rope"])
+    run_dir = tmp_path / "runs/rope/seed0"
+    tc = TrainConfig(**{**ec.train, "steps": 5, "seed": 0})  # as if stopped at step 5, between checks
+    E._train_run(run_dir, GPTConfig(**ec.model, pe="rope"), tc, load_corpus(ec.data), ec.data, False)
+    run_experiment(ec, tmp_path, progress=False)
+    assert list(json.loads((run_dir / "retrieval.json").read_text())) == ["6", "8"]
+
+
+def test_a_cosine_learning_rate_cannot_be_extended(tmp_path):
+    ec = tiny(retrieve_target=0.9)  # lr 3e-3 decaying to 3e-4
+    with pytest.raises(UserError, match="constant learning rate"):
+        run_experiment(ec, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -214,7 +214,7 @@ def test_plot_annotates_every_cell_and_states_the_trials():
         plot_needle_grid(grid.T, [128, 256], [0.0, 0.5, 1.0], trials=8)
 
 
-def test_prompt_and_answer_together_fill_exactly_length(tokenizer, monkeypatch):
+def test_evaluation_lays_out_the_window_as_training_does(tokenizer, monkeypatch):
     # An oracle in place of the model's decoding: it reads the key from the needle and answers.
     import minifope.passkey as pk
 
@@ -231,4 +231,9 @@ def test_prompt_and_answer_together_fill_exactly_length(tokenizer, monkeypatch):
     monkeypatch.setattr(pk, "generate", oracle)
     acc = pk.passkey_accuracy(None, tokenizer, 200, [0.0, 0.5, 1.0], trials=5, seed=2)
     np.testing.assert_array_equal(acc, 1.0)
-    assert seen == [(193, 7, 200)] * 3  # 193 prompt + 7 answer characters = 200
+    # the window holds 194 prompt characters and " NNNNN"; the final "." is only written
+    assert seen == [(194, 7, 200)] * 3 and pk.prompt_length(200) == 194
+    x, _ = passkey_examples(np.random.default_rng(0), 3, 200, tokenizer)
+    for row in x:
+        text = tokenizer.decode(row)
+        assert text.index(QUESTION) + len(QUESTION) == 194 and len(text) == 200
