@@ -218,7 +218,7 @@ def cmd_experiment(args):
     return 0
 
 
-def add_experiment_flags(p, default_out, default_jobs):
+def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
     p.add_argument("--out", default=default_out, help=f"experiment folder (default: {default_out})")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
                    help="position embeddings to compare (default: rope fope alibi)")
@@ -234,7 +234,8 @@ def add_experiment_flags(p, default_out, default_jobs):
     p.add_argument("--steps", type=int, help="steps every run trains (3000)")
     p.add_argument("--retrieve-target", type=float, help="then train on, 500 steps at a time, until "
                    "passkey accuracy at N on held-out prompts reaches this (0.9; 0: never)")
-    p.add_argument("--max-steps", type=int, help="the most steps a run trains for that (6000)")
+    p.add_argument("--max-steps", type=int, default=default_max_steps,
+                   help=f"the most steps a run trains for that ({default_max_steps or 6000})")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=float, help="share of each batch made of passkey prompts")
@@ -343,8 +344,9 @@ def build_parser():
     add_experiment_flags(p, "runs/experiment", default_jobs=2)
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 11 min)")
-    add_experiment_flags(p, "runs/demo", default_jobs=3)  # one process per embedding
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 13 min)")
+    # one process per embedding; at most 3500 steps keeps it under 15 minutes on 2 cores
+    add_experiment_flags(p, "runs/demo", default_jobs=3, default_max_steps=3500)
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")

@@ -101,18 +101,15 @@ class ExperimentConfig:
     # until its passkey accuracy at N on held-out prompts reaches retrieve_target (0: never
     # extend), or max_steps. A run that has not learned to retrieve at N says nothing about
     # retrieval past N, and when retrieval appears varies by seed (see the README).
+    # Not part of training_key: a run stopped under one rule is continued under another.
     retrieve_target: float = 0.9
     extend_steps: int = 500
     max_steps: int = 6000
 
     def training_key(self):
         """The settings a trained run depends on: two experiments sharing them share runs."""
-        key = dict(model=self.model, train=self.train, data=self.data,
-                   continue_factor=self.continue_factor, continue_steps=self.continue_steps)
-        if self.retrieve_target:
-            key.update(retrieve_target=self.retrieve_target, extend_steps=self.extend_steps,
-                       max_steps=self.max_steps)
-        return key
+        return dict(model=self.model, train=self.train, data=self.data,
+                    continue_factor=self.continue_factor, continue_steps=self.continue_steps)
 
     def eval_key(self):
         # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
@@ -152,10 +149,11 @@ def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
     """Train tc.steps; then, while passkey accuracy at N on held-out prompts (every depth of
     ec.depths, RETRIEVAL_TRIALS keys each) is below ec.retrieve_target, train on to the next
     multiple of ec.extend_steps past tc.steps, up to ec.max_steps. Every check is kept in
-    run_dir/retrieval.json ({step: accuracy}). Returns (model, tokenizer, step)."""
+    run_dir/retrieval.json ({step: accuracy}). Returns (model, tokenizer, step, reached):
+    reached is False for a run stopped at max_steps below the target, else True."""
     model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress)
     if not ec.retrieve_target or not round(tc.passkey_frac * tc.batch_size):
-        return model, tokenizer, step
+        return model, tokenizer, step, True
     path = run_dir / RETRIEVAL_FILE
     checks = json.loads(path.read_text()) if path.exists() else {}
     while True:
@@ -170,7 +168,7 @@ def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
             checks[str(step)] = float(accuracy.mean())
             _write_json(path, checks)
         if checks[str(step)] >= ec.retrieve_target or step >= ec.max_steps:
-            return model, tokenizer, step
+            return model, tokenizer, step, checks[str(step)] >= ec.retrieve_target
         target = min(step + ec.extend_steps, ec.max_steps)
         model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
                                             corpus, ec.data, progress)
@@ -271,16 +269,17 @@ def run_one(ec, out, label, seed, progress=False):
     corpus = load_corpus(ec.data)
     eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
     run_dir = Path(out) / "runs" / _slug(label) / f"seed{seed}"
-    model, tokenizer, step = _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress)
+    model, tokenizer, step, reached = _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress)
     eval_tokens = tokenizer.encode(eval_text)
-    rows = {label: _cached_eval(run_dir, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens,
-                                                                  N, progress))}
+    rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
+                                                                        eval_tokens, N, progress))}
     if config.pe == "rope" and not config.rope_clip:
         for kind in ec.extend:
             rows[f"{label}+{kind}"] = _cached_eval(
-                run_dir, ec, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
+                run_dir, ec, step, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
                 name=f"eval-{kind}")
-    rows = {name: {**result, "steps": step} for name, result in rows.items()}  # the same weights
+    # the same weights in every row
+    rows = {name: {**result, "steps": step, "reached": reached} for name, result in rows.items()}
     if config.pe == "rope" and not config.rope_clip and ec.continue_factor:
         rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress))
     return rows
@@ -311,14 +310,15 @@ def _run_in_processes(ec, out, todo, jobs, progress):
                 os.environ[k] = v
 
 
-def _cached_eval(run_dir, ec, compute, name="eval"):
+def _cached_eval(run_dir, ec, step, compute, name="eval"):
+    # kept while the evaluation settings and the checkpoint's step are the same
     path = run_dir / f"{name}.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored.get("eval_key") == ec.eval_key():
+        if stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
             return stored["result"]
     result = compute()
-    _write_json(path, {"eval_key": ec.eval_key(), "result": result})
+    _write_json(path, {"eval_key": ec.eval_key(), "step": step, "result": result})
     return result
 
 
@@ -337,10 +337,10 @@ def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress):
     rows = {}
     for name, fields in settings.items():
         sub = run_dir.parent.parent / _slug(name) / run_dir.name
-        model, tokenizer, _ = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
-                                         init_from=run_dir)
+        model, tokenizer, step = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
+                                            init_from=run_dir)
         rows[name] = _cached_eval(
-            sub, ec, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
+            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
     return rows
 
 
@@ -352,6 +352,7 @@ def summarise(runs, ec, N):
         entry = {"seeds": seeds, "loss": {}}
         if all("steps" in by_seed[s] for s in seeds):
             entry["steps"] = [by_seed[s]["steps"] for s in seeds]
+            entry["reached"] = [by_seed[s].get("reached", True) for s in seeds]
         lengths = sorted({int(L) for s in seeds for L in by_seed[s]["loss"]})
         for L in lengths:
             values = [by_seed[s]["loss"][str(L)]["loss"] for s in seeds]
@@ -387,7 +388,8 @@ def markdown_table(summary):
             + [f"passkey @{L // N}N" for L in pk_lengths])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, v in variants.items():
-        cells = [label, "/".join(map(str, v.get("steps", [])))]
+        reached = v.get("reached", [True] * len(v.get("steps", [])))
+        cells = [label, "/".join(f"{n}{'' if ok else '*'}" for n, ok in zip(v.get("steps", []), reached))]
         for L in lengths:
             r = v["loss"].get(str(L))
             cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "")
@@ -403,6 +405,9 @@ def markdown_table(summary):
     note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds; steps: "
             f"trained, per seed. Passkey: {trials} trials per (length, depth) cell, accuracy "
             "averaged over depths.\n") if trials else ""
+    if any(not ok for v in variants.values() for ok in v.get("reached", [])):
+        note += ("\n*: stopped at max_steps before its passkey accuracy at N on held-out prompts "
+                 "reached the target.\n")
     with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
     if with_leak:
         layers = max(len(v) for v in with_leak.values())

@@ -164,8 +164,18 @@ def test_a_run_that_does_not_retrieve_trains_on_to_max_steps(tmp_path):
     summary = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
     checks = json.loads((tmp_path / "runs/rope/seed0/retrieval.json").read_text())
     assert list(checks) == ["4", "6", "8"] and all(a < 0.9 for a in checks.values())
-    assert summary["variants"]["rope"]["steps"] == [8]
-    assert "| rope | 8 |" in (tmp_path / "results.md").read_text()
+    assert summary["variants"]["rope"]["steps"] == [8] and summary["variants"]["rope"]["reached"] == [False]
+    table = (tmp_path / "results.md").read_text()
+    assert "| rope | 8* |" in table and "*: stopped at max_steps" in table
+
+
+def test_a_run_stopped_at_a_lower_max_steps_is_continued_and_evaluated_again(tmp_path):
+    first = run_experiment(constant_lr(seeds=1, variants=["rope"], max_steps=6), tmp_path, progress=False)
+    assert first["variants"]["rope"]["steps"] == [6]
+    second = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
+    assert second["variants"]["rope"]["steps"] == [8]
+    assert json.loads((tmp_path / "runs/rope/seed0/eval.json").read_text())["step"] == 8
+    assert second["variants"]["rope"]["loss"] != first["variants"]["rope"]["loss"]
 
 
 def test_a_run_that_retrieves_stops_at_the_first_check(tmp_path, monkeypatch):
