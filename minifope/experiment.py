@@ -218,8 +218,9 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
     """Train and evaluate everything ec asks for into out_dir; return the summary dict.
 
     jobs > 1 trains and evaluates that many runs at once, each in its own process with one
-    BLAS thread: at these sizes two single-threaded runs get through nearly twice the work
-    of one run on two threads. The results are the same as with jobs=1.
+    thread (its micro-batches one after the other): the cores stay busy through the
+    evaluations too, which run on one thread. The results are the same as with jobs=1,
+    since they depend on TrainConfig.micro_batches, not on the threads.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
