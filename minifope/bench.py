@@ -65,7 +65,7 @@ from .config import POSITION_EMBEDDINGS, GPTConfig
 from .errors import UserError
 from .model import GPT
 from .optim import AdamW, clip_grad_norm
-from .parallel import MicroBatches
+from .parallel import MicroBatches, usable_cpus
 from .sample import generate
 from .train import TrainConfig, no_decay
 
@@ -385,7 +385,7 @@ def machine_info():
                 break
     except OSError:
         pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cpus()
     try:
         info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = f"{info['name']} {info.get('version', '')}".strip()
@@ -617,7 +617,7 @@ def add_bench_flags(p):
 
 
 def cmd_bench(args):
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cpus()
     threads = usable if args.threads is None else args.threads
     warmup = args.warmup if args.warmup is not None else 1 if args.quick else 2
     steps = args.steps if args.steps is not None else 3 if args.quick else 5

@@ -157,19 +157,18 @@ def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
     path = run_dir / RETRIEVAL_FILE
     checks = json.loads(path.read_text()) if path.exists() else {}
     while True:
-        off_grid = (step - tc.steps) % ec.extend_steps
-        if off_grid and step < ec.max_steps:  # an extension was interrupted: finish it first
-            target = min(step - off_grid + ec.extend_steps, ec.max_steps)
-            model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
-                                                corpus, ec.data, progress)
-        if str(step) not in checks:
-            accuracy = passkey_accuracy(model, tokenizer, config.train_len, ec.depths,
-                                        RETRIEVAL_TRIALS, seed=RETRIEVAL_SEED)
-            checks[str(step)] = float(accuracy.mean())
-            _write_json(path, checks)
-        if checks[str(step)] >= ec.retrieve_target or step >= ec.max_steps:
-            return model, tokenizer, step, checks[str(step)] >= ec.retrieve_target
-        target = min(step + ec.extend_steps, ec.max_steps)
+        on_grid = (step - tc.steps) % ec.extend_steps == 0
+        if on_grid or step >= ec.max_steps:  # a check point (off it: an interrupted extension)
+            if str(step) not in checks:
+                accuracy = passkey_accuracy(model, tokenizer, config.train_len, ec.depths,
+                                            RETRIEVAL_TRIALS, seed=RETRIEVAL_SEED)
+                checks[str(step)] = float(accuracy.mean())
+                _write_json(path, checks)
+            reached = checks[str(step)] >= ec.retrieve_target
+            if reached or step >= ec.max_steps:
+                return model, tokenizer, step, reached
+        target = min(tc.steps + ((step - tc.steps) // ec.extend_steps + 1) * ec.extend_steps,
+                     ec.max_steps)  # the next check point
         model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
                                             corpus, ec.data, progress)
 

@@ -26,6 +26,7 @@ cores asked for.
 """
 
 import contextlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,13 +39,12 @@ def blas_thread_count():
     """The number of threads NumPy's BLAS uses now (OPENBLAS_NUM_THREADS and its kin, or
     a threadpoolctl limit in force); the number of CPUs if no BLAS reports one."""
     counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-    return max(counts) if counts else len(_usable_cpus())
+    return max(counts) if counts else usable_cpus()
 
 
-def _usable_cpus():
-    import os
-
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+def usable_cpus():
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class MicroBatches:
