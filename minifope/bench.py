@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from .attention import attention_backward, attention_forward, use_chunked
+from .checkpoint import atomic_write
 from .config import POSITION_EMBEDDINGS, GPTConfig
 from .errors import UserError
 from .model import GPT
@@ -616,6 +617,16 @@ def add_bench_flags(p):
                    help="print the results as JSON instead of the table, or with PATH write them there")
 
 
+def check_json_path(path):
+    """Refuse a --json PATH that cannot be written before the bench runs, not after."""
+    if path.is_dir():
+        raise UserError(f"--json {path} is a folder; give the path of a file to write")
+    if not path.resolve().parent.is_dir():
+        raise UserError(f"--json {path}: its folder does not exist")
+    if not os.access(path.resolve().parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--json {path}: not writable here")
+
+
 def cmd_bench(args):
     usable = usable_cpus()
     threads = usable if args.threads is None else args.threads
@@ -625,13 +636,13 @@ def cmd_bench(args):
         raise UserError(f"--threads must be at least 1, got {threads}")
     if warmup < 0 or steps < 1:
         raise UserError(f"--warmup must be >= 0 and --steps >= 1, got {warmup} and {steps}")
-    if args.json not in (None, "-") and not Path(args.json).resolve().parent.is_dir():
-        raise UserError(f"--json {args.json}: its folder does not exist")
+    if args.json not in (None, "-"):
+        check_json_path(Path(args.json))
     sizes = args.sizes or (["quick"] if args.quick else list(FULL_SIZES))
     results = run_bench(sizes, threads, args.pe, not args.no_torch, warmup, steps, args.quick,
                         log=lambda message: print(message, file=sys.stderr, flush=True))
     if args.json is not None and args.json != "-":
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write(args.json, lambda f: f.write((json.dumps(results, indent=2) + "\n").encode()))
     if args.json == "-":
         print(json.dumps(results, indent=2))
     else:
@@ -641,16 +652,12 @@ def cmd_bench(args):
 
 def main(argv=None):
     """`python -m minifope.bench`, the same command as `python -m minifope bench`."""
-    from .cli import OneLineParser
+    from .flags import OneLineParser, run_command
 
     parser = OneLineParser(prog="python -m minifope.bench", description=__doc__.splitlines()[0])
     add_bench_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        return cmd_bench(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(cmd_bench, args)
 
 
 if __name__ == "__main__":

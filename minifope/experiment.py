@@ -24,19 +24,21 @@ with GPTConfig fields changed, written NAME:field=value[,field=value], e.g. fope
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
 from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
 from .passkey import needle_grid, passkey_accuracy, plot_needle_grid
+from .progress import RunBoard
+from .runfolder import RunFolder
 from .train import TrainConfig, train
 
 ALIASES = {
@@ -106,6 +108,48 @@ class ExperimentConfig:
     extend_steps: int = 500
     max_steps: int = 6000
 
+    def check(self):
+        """Raise UserError naming the first setting that cannot work, before anything runs."""
+        def fail(message):
+            raise UserError(f"experiment settings: {message}")
+
+        def ints(name, values, least):
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least
+                                     for v in values):
+                fail(f"{name} must be one or more integers >= {least}, got {values!r}")
+
+        if not self.variants:
+            fail("no variants to train")
+        ints("seeds", [self.seeds], 1)
+        ints("lengths (multipliers)", self.multipliers, 1)
+        ints("passkey lengths (passkey_multipliers)", self.passkey_multipliers, 1)
+        ints("trials", [self.trials], 1)
+        ints("eval_chars", [self.eval_chars], 1)
+        ints("continue_steps", [self.continue_steps], 1)
+        ints("extend_steps", [self.extend_steps], 1)
+        if not self.depths or not all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in self.depths):
+            fail(f"depths must be one or more numbers in [0, 1], got {self.depths!r}")
+        factor = self.continue_factor
+        if not (factor == 0 or (isinstance(factor, int) and factor >= 2)):
+            fail(f"continue_factor must be 0 (off) or an integer >= 2, got {factor!r}")
+        unknown = sorted(set(self.extend) - set(EXTENSIONS))
+        if unknown:
+            fail(f"unknown extension(s) {unknown}: choose among {', '.join(EXTENSIONS)}")
+        if not (isinstance(self.retrieve_target, (int, float)) and 0 <= self.retrieve_target <= 1):
+            fail(f"retrieve_target must lie in [0, 1], got {self.retrieve_target!r}")
+        try:
+            for label in self.variants:
+                GPTConfig(**{**self.model, **parse_variant(label)})
+            tc = TrainConfig(**self.train)
+        except (TypeError, ValueError) as e:
+            fail(str(e))
+        if self.retrieve_target and tc.min_lr != tc.lr:
+            raise UserError("training on until a run retrieves needs a constant learning rate after "
+                            f"warmup (min_lr = lr; here {tc.min_lr} and {tc.lr}): a longer cosine "
+                            "would change the steps already taken. Or turn it off with --retrieve-target 0")
+        if not isinstance(self.max_steps, int) or self.max_steps < tc.steps:
+            fail(f"max_steps must be an integer >= steps ({tc.steps}), got {self.max_steps!r}")
+
     def training_key(self):
         """The settings a trained run depends on: two experiments sharing them share runs."""
         return dict(model=self.model, train=self.train, data=self.data,
@@ -127,11 +171,21 @@ def _write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
+def _read_cache(path):
+    """A cached result file as a dict; None when absent or damaged (then it is recomputed)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
 def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None):
     """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
     or more. Returns (model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
     if ckpt.exists():
+        _check_run_folder(run_dir, (model_config, train_config), data_name)
         model, tokenizer, state, _ = load_checkpoint(ckpt)
         if state.get("step", 0) >= train_config.steps:
             return model, tokenizer, state["step"]
@@ -155,7 +209,7 @@ def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
     if not ec.retrieve_target or not round(tc.passkey_frac * tc.batch_size):
         return model, tokenizer, step, True
     path = run_dir / RETRIEVAL_FILE
-    checks = json.loads(path.read_text()) if path.exists() else {}
+    checks = _read_cache(path) or {}
     while True:
         on_grid = (step - tc.steps) % ec.extend_steps == 0
         if on_grid or step >= ec.max_steps:  # a check point (off it: an interrupted extension)
@@ -216,59 +270,120 @@ def _extension_losses(model, ec, eval_tokens, N, kind, progress):
 def run_experiment(ec, out_dir, progress=True, jobs=1):
     """Train and evaluate everything ec asks for into out_dir; return the summary dict.
 
+    Every setting, the texts and every run folder already in out_dir are checked first, so
+    a mistake is refused before any training. The folder is locked while the experiment
+    runs (a second experiment on it is refused). progress shows a board with a line per
+    run: its stage, step or evaluation count, loss and speed (progress.RunBoard).
+
     jobs > 1 trains and evaluates that many runs at once, each in its own process with one
     thread (its micro-batches one after the other): the cores stay busy through the
     evaluations too, which run on one thread. The results are the same as with jobs=1,
     since they depend on TrainConfig.micro_batches, not on the threads.
     """
+    ec.check()
+    _check_texts(ec)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "experiment.json"
-    if saved.exists():
-        previous = json.loads(saved.read_text())
-        if previous.get("training") != json.loads(json.dumps(ec.training_key())):
-            raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
-                            "use another --out, or the same settings to resume it")
-    try:
-        for label in ec.variants:
-            GPTConfig(**{**ec.model, **parse_variant(label)})
-        tc = TrainConfig(**ec.train)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"experiment settings: {e}") from None
-    if ec.retrieve_target and tc.min_lr != tc.lr:
-        raise UserError("training on until a run retrieves needs a constant learning rate after "
-                        f"warmup (min_lr = lr; here {tc.min_lr} and {tc.lr}): a longer cosine "
-                        "would change the steps already taken. Or turn it off with --retrieve-target 0")
-    if ec.extend_steps < 1 or ec.max_steps < tc.steps:
-        raise UserError(f"experiment settings: extend_steps must be >= 1 and max_steps >= steps "
-                        f"({tc.steps}); got {ec.extend_steps} and {ec.max_steps}")
-    _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
+    with RunFolder(out) as folder:
+        saved = out / "experiment.json"
+        if saved.exists():
+            try:
+                previous = json.loads(saved.read_text())
+            except ValueError:
+                raise UserError(f"{saved} is damaged (not JSON); move it away to start this "
+                                "experiment afresh in that folder") from None
+            if not isinstance(previous, dict) or previous.get("training") != json.loads(json.dumps(ec.training_key())):
+                raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
+                                "use another --out, or the same settings to resume it")
+        todo = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
+        for label, seed in todo:
+            _check_run_folder(_run_dir(out, label, seed), _run_configs(ec, label, seed), ec.data)
+        _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
 
-    todo = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
-    if jobs > 1:
-        _run_in_processes(ec, out, todo, jobs, progress)
-    runs = {}
-    bar = tqdm(todo, disable=not progress or jobs > 1, desc="experiment", unit="run",
-               dynamic_ncols=True)
-    for label, seed in bar:
-        bar.set_postfix(run=f"{label} seed {seed}")
-        for name, result in run_one(ec, out, label, seed, progress).items():
-            runs.setdefault(name, {})[seed] = result
-    summary = summarise(runs, ec, ec.model["train_len"])
-    write_report(summary, out)
+        board = RunBoard([f"{label} seed{seed}" for label, seed in todo], enabled=progress)
+        try:
+            if jobs > 1:
+                results = _run_in_processes(ec, out, todo, jobs, board)
+            else:
+                results = [run_one(ec, out, label, seed, functools.partial(board.report, f"{label} seed{seed}"))
+                           for label, seed in todo]
+        finally:
+            board.close()
+        runs = {}
+        for (label, seed), rows in zip(todo, results):
+            for name, result in rows.items():
+                runs.setdefault(name, {})[seed] = result
+        summary = summarise(runs, ec, ec.model["train_len"])
+        write_report(summary, folder.path)
     return summary
 
 
+def _run_dir(out, label, seed):
+    return Path(out) / "runs" / _slug(label) / f"seed{seed}"
+
+
+def _run_configs(ec, label, seed):
+    """(GPTConfig, TrainConfig) of one variant and seed."""
+    return GPTConfig(**{**ec.model, **parse_variant(label)}), TrainConfig(**{**ec.train, "seed": seed})
+
+
+def _check_texts(ec):
+    """Load the texts and build the vocabulary the runs will have; refuse, before any training,
+    an evaluation text with characters outside it, one too short for the longest length, or a
+    passkey evaluation whose characters the vocabulary lacks."""
+    from .data import CharTokenizer, load_corpus, load_text
+    from .loop import passkey_chars
+
+    train_text, val_text = load_corpus(ec.data)
+    eval_text = load_text(ec.eval_data) if ec.eval_data else val_text
+    extra = passkey_chars() if ec.train.get("passkey_frac", 0) > 0 else ""
+    tokenizer = CharTokenizer.from_text(train_text + val_text + extra)
+    try:
+        tokenizer.encode(eval_text)
+    except UserError as e:
+        raise UserError(f"the evaluation text {ec.eval_data or '(validation)'} has {e}, which the "
+                        f"training text {ec.data} lacks") from None
+    if ec.passkey_multipliers:
+        try:
+            tokenizer.encode(passkey_chars())
+        except UserError as e:
+            raise UserError(f"the passkey evaluation needs {e}, which the training text {ec.data} "
+                            "lacks: train with --passkey-frac above 0 (which adds them), or turn "
+                            "the passkey off") from None
+    longest = ec.model.get("train_len", GPTConfig().train_len) * max(ec.multipliers)
+    if len(eval_text) < longest + 1:
+        raise UserError(f"the evaluation text has {len(eval_text)} characters; the longest length "
+                        f"evaluated, {longest}, needs {longest + 1}. Use a longer text or smaller --lengths")
+
+
+def _check_run_folder(run_dir, configs, data_name):
+    """Refuse a run folder whose checkpoint was trained with another config (left there by
+    hand, or by another experiment), rather than reuse it under this run's name."""
+    from .loop import config_conflicts, saved_train_config
+
+    ckpt = run_dir / CKPT_NAME
+    if not ckpt.exists():
+        return
+    model, _, state, _ = load_checkpoint(ckpt)
+    config, tc = configs
+    conflicts = config_conflicts(model.config.to_dict(), saved_train_config(state, ckpt),
+                                 dataclasses.replace(config, vocab_size=model.config.vocab_size,
+                                                     seed=tc.seed),
+                                 tc, data_name, state.get("data"), may_change=("steps",))
+    if conflicts:
+        raise UserError(f"{run_dir} holds a run of another config ({'; '.join(conflicts)}); move it "
+                        "away, or use another --out")
+
+
 def run_one(ec, out, label, seed, progress=False):
-    """Train (or resume, or reuse) and evaluate one variant and seed: {row label: result}."""
+    """Train (or resume, or reuse) and evaluate one variant and seed: {row label: result}.
+    progress: True, False, or a report callable (progress.py)."""
     from .data import load_corpus, load_text
 
     N = ec.model["train_len"]
-    config = GPTConfig(**{**ec.model, **parse_variant(label)})
-    tc = TrainConfig(**{**ec.train, "seed": seed})
+    config, tc = _run_configs(ec, label, seed)
     corpus = load_corpus(ec.data)
     eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
-    run_dir = Path(out) / "runs" / _slug(label) / f"seed{seed}"
+    run_dir = _run_dir(out, label, seed)
     model, tokenizer, step, reached = _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress)
     eval_tokens = tokenizer.encode(eval_text)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
@@ -285,24 +400,73 @@ def run_one(ec, out, label, seed, progress=False):
     return rows
 
 
-def _run_in_processes(ec, out, todo, jobs, progress):
+_reports = None  # in a worker process: the queue its runs report their progress to
+
+
+def _start_worker(queue):
+    global _reports
+    _reports = queue
+
+
+def _run_one_in_worker(ec, out, label, seed):
+    name = f"{label} seed{seed}"
+    return run_one(ec, out, label, seed, lambda *a, **info: _reports.put((name, a, info)))
+
+
+def _run_in_processes(ec, out, todo, jobs, board):
+    """run_one for every (label, seed) of todo, `jobs` at a time in spawned processes with one
+    BLAS thread each; their progress reaches `board` through a queue. Ctrl-C or SIGTERM is
+    passed on to the workers, whose trainers save before they stop; then Stopped is raised."""
     import concurrent.futures
     import multiprocessing
     import os
+    import signal
+    import threading
+
+    from .loop import Stopped, StopOnSignals
 
     single_thread = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     saved_env = {k: os.environ.get(k) for k in single_thread}
     os.environ.update(single_thread)  # spawned workers read these when they import NumPy
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+
+    def show():
+        for item in iter(queue.get, None):
+            name, args, info = item
+            board.report(name, *args, **info)
+
+    listener = threading.Thread(target=show, daemon=True)
+    listener.start()
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                                  initargs=(queue,))
     try:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_one, ec, out, label, seed) for label, seed in todo]
-            with tqdm(total=len(futures), disable=not progress, desc=f"experiment ({jobs} at once)",
-                      unit="run", dynamic_ncols=True) as bar:
-                for future in concurrent.futures.as_completed(futures):
-                    future.result()
-                    bar.update(1)
+        with StopOnSignals() as stop:
+            futures = [pool.submit(_run_one_in_worker, ec, out, label, seed) for label, seed in todo]
+            passed_on = False
+            pending = set(futures)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.2)
+                for future in done:
+                    if future.exception() is not None and not stop.requested:
+                        raise future.exception()
+                if stop.requested and not passed_on:
+                    passed_on = True
+                    for future in futures:
+                        future.cancel()
+                    for process in list(getattr(pool, "_processes", {}).values()):
+                        try:
+                            os.kill(process.pid, stop.signum)
+                        except OSError:
+                            pass
+            if stop.requested:
+                raise Stopped("stopped; every run saved its checkpoint: run the same command "
+                              "again to resume", stop.signum or signal.SIGINT)
+        return [future.result() for future in futures]
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.put(None)
+        listener.join()
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -313,8 +477,8 @@ def _run_in_processes(ec, out, todo, jobs, progress):
 def _cached_eval(run_dir, ec, step, compute, name="eval"):
     # kept while the evaluation settings and the checkpoint's step are the same
     path = run_dir / f"{name}.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
+    stored = _read_cache(path)
+    if stored is not None:
         if stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
             return stored["result"]
     result = compute()

@@ -14,7 +14,8 @@ go through the query-chunked attention (chosen automatically), so 16 x N fits in
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 DEFAULT_MULTIPLIERS = (1, 2, 4, 8, 16)
 
@@ -46,8 +47,7 @@ def loss_by_length(model, data, lengths, chars_per_length=32768, batch_size=8, n
     """
     results = {}
     jobs = [(L, max(1, chars_per_length // L)) for L in lengths]
-    bar = tqdm(total=sum(n for _, n in jobs), disable=not progress, desc="loss by length",
-               unit="window", dynamic_ncols=True)
+    bar = progress_bar(progress, sum(n for _, n in jobs), "loss by length", "window")
     for L, n_windows in jobs:
         windows = eval_windows(data, L, n_windows)
         losses = np.empty((n_windows, L))

@@ -41,9 +41,9 @@ length.
 import re
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .errors import UserError
+from .progress import progress_bar
 from .sample import generate
 
 AUTHORS_TASK = ("There is an important info hidden inside a lot of irrelevant text. "
@@ -189,12 +189,14 @@ def passkey_accuracy(model, tokenizer, length, depths, trials, seed, key_digits=
     prompt_len = prompt_length(length, key_digits)
     keys = draw_keys(np.random.default_rng(seed), trials, key_digits)
     accuracy = np.empty(len(depths))
-    for i, depth in enumerate(tqdm(depths, disable=not progress, desc=f"passkey {length}",
-                                   unit="depth", dynamic_ncols=True)):
+    bar = progress_bar(progress, len(depths), f"passkey {length}", "depth")
+    for i, depth in enumerate(depths):
         prompts = [make_prompt(prompt_len, depth, key, task)[0] for key in keys]
         idx = tokenizer.encode("".join(prompts)).reshape(trials, prompt_len)
         out = generate(model, idx, key_digits + 2, temperature=0, window=length)
         accuracy[i] = score([tokenizer.decode(row) for row in out[:, prompt_len:]], keys)
+        bar.update()
+    bar.close()
     return accuracy
 
 
@@ -205,8 +207,7 @@ def needle_grid(model, tokenizer, lengths, depths, trials, seed, key_digits=5, t
     Every cell uses the same `trials` keys. Accuracy by length is grid.mean(axis=1).
     """
     grid = np.empty((len(lengths), len(depths)))
-    with tqdm(total=grid.size, disable=not progress, desc="needle grid", unit="cell",
-              dynamic_ncols=True) as bar:
+    with progress_bar(progress, grid.size, "needle grid", "cell") as bar:
         for i, length in enumerate(lengths):
             for j, depth in enumerate(depths):
                 grid[i, j] = passkey_accuracy(model, tokenizer, length, [depth], trials, seed,

@@ -11,6 +11,8 @@ sliding window; positions keep counting up, so FoPE with sigma > 0 sees position
 past the training length (as it would in one long sequence).
 """
 
+import math
+
 import numpy as np
 
 from .errors import UserError
@@ -34,8 +36,10 @@ def sample_next(logits, rng, temperature=1.0, top_k=None):
 
 def generate(model, idx, n_new, temperature=1.0, top_k=None, seed=0, window=None, on_token=None):
     """Continue idx (B,T) by n_new tokens -> (B, T + n_new). on_token(ids (B,)) is called per step."""
-    if temperature < 0:
-        raise UserError(f"temperature must be >= 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+    if n_new < 0:
+        raise UserError(f"the number of new tokens must be >= 0, got {n_new}")
     if top_k is not None and top_k <= 0:
         raise UserError(f"top_k must be a positive integer, got {top_k}")
     idx = np.asarray(idx)

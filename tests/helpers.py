@@ -24,3 +24,36 @@ def batch(config, B=2, T=9, seed=0):
     targets = rng.integers(0, config.vocab_size, (B, T))
     targets[0, 2] = -1
     return idx, targets
+
+
+# --- the real command line ---------------------------------------------------------------------
+
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+TINY_FLAGS = ["--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "16",
+              "--batch-size", "4", "--eval-batches", "2", "--eval-interval", "5", "--quiet",
+              "--sample-chars", "0"]
+
+
+def cli(*args, timeout=120, **kw):
+    """python -m minifope ARGS from the repository root, its output captured."""
+    return subprocess.run([sys.executable, "-m", "minifope", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under folder."""
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def assert_user_error(result, *words):
+    """Exit status 2, one line on stderr holding every word, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]

@@ -3,7 +3,7 @@
     python -m minifope.torch.train --device cuda --out runs/big --d-model 512 --n-layer 8 --n-head 8
     torchrun --standalone --nproc-per-node 8 -m minifope.torch.train --device cuda --out runs/big ...
 
-The flags are `python -m minifope train`'s (its parser is reused), plus --device, --amp
+The flags are `python -m minifope train`'s (flags.py, shared by both), plus --device, --amp
 (bfloat16 autocast, the default on a GPU) and --compile (torch.compile). Everything else
 is the NumPy trainer's: the data and its batches (minifope.data.get_batch from the same
 seeded RNG), AdamW's hyperparameters and decay groups (minifope.train.no_decay), the
@@ -24,29 +24,22 @@ communication, the same number on every rank); rank 0 writes the log and the che
 """
 
 import contextlib
-import dataclasses
-import json
 import math
 import os
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
-from .. import cli
-from ..checkpoint import CKPT_NAME, atomic_write, checkpoint_path, load_checkpoint
-from ..data import get_batch, load_corpus
+from .. import flags
+from ..data import load_corpus
 from ..errors import UserError
 from ..lengthgen import eval_windows
+from ..loop import TrainConfig, history_from, prepare_run, train_loop
 from ..optim import AdamW as NumpyAdamW
-from ..optim import lr_schedule
-from ..sample import generate
-from ..train import (LOG_NAME, TrainConfig, history_from, read_log, start_run, StopOnSigint,
-                     no_decay)
+from ..runfolder import RunFolder
+from ..train import no_decay
 from .checkpoint import save_checkpoint
 from .convert import to_torch
 from .numpy_view import NumpyView
@@ -162,13 +155,14 @@ def evaluate(model, data, train_len, batch_size, n_batches, amp, device):
 
 def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
           tokenizer=None, data_name=None, progress=True, init_from=None, device="auto",
-          amp="auto", compile=False):
+          amp="auto", compile=False, overwrite=False, allow_data_change=False):
     """minifope.train.train with a torch GPT: same arguments, plus device ('auto' | 'cpu' |
     'cuda'), amp ('auto' | 'bf16' | 'off') and compile. Returns (torch GPT, history).
 
-    Under torchrun, call init_distributed(resolve_device(...)) first (the command line
-    does): each process then trains on its slice of every batch, and batch_size must be
-    divisible by the number of processes.
+    The loop is loop.train_loop, the NumPy trainer's; this supplies the torch step. Under
+    torchrun, call init_distributed(resolve_device(...)) first (the command line does):
+    each process then trains on its slice of every batch, and batch_size must be divisible
+    by the number of processes. Rank 0 holds the run folder's lock, writes the log and saves.
     """
     tc = train_config or TrainConfig()
     device = resolve_device(device)
@@ -176,119 +170,72 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     if tc.batch_size % world:
         raise UserError(f"--batch-size {tc.batch_size} is the global batch: it must be divisible "
                         f"by the {world} processes")
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / CKPT_NAME if out is not None else None
-    mirror, tokenizer, state, optim_state, train_data, val_data = start_run(
-        model_config, tc, ckpt, resume, tokenizer, train_text, val_text, data_name, init_from)
-    T = mirror.config.train_len
-    n_passkey = round(tc.passkey_frac * tc.batch_size)
-    if n_passkey:
-        from ..passkey import passkey_examples
+    folder = RunFolder(out_dir) if out_dir is not None else None
+    with (folder if folder is not None and rank == 0 else contextlib.nullcontext()):
+        run = prepare_run(model_config, tc, folder, train_text, val_text, resume=resume,
+                          overwrite=overwrite, tokenizer=tokenizer, data_name=data_name,
+                          init_from=init_from, allow_data_change=allow_data_change)
+        mirror = run.model
+        model = to_torch(mirror, device)
+        amp = autocast(amp, device, mirror.config.dtype)
+        optimizer, names = make_optimizer(model, tc, device)
+        if resume:
+            load_optimizer_state(optimizer, names, run.optim_state, mirror.params)
+        if folder is not None and rank == 0:
+            if overwrite and not resume:
+                folder.remove_run()
+            if resume:
+                folder.rewrite_log(run.records)
+        compiled = torch.compile(model) if compile else model
+        step_model = compiled
+        if world > 1:
+            step_model = DistributedDataParallel(
+                compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False)  # the buffers never change
+        params = list(model.parameters())
+        local = tc.batch_size // world
+        rows = slice(rank * local, (rank + 1) * local)
 
-    model = to_torch(mirror, device)
-    amp = autocast(amp, device, mirror.config.dtype)
-    optimizer, names = make_optimizer(model, tc, device)
-    rng = np.random.default_rng(tc.seed)
-    step, records = 0, []
-    if resume:
-        load_optimizer_state(optimizer, names, optim_state, mirror.params)
-        rng.bit_generator.state = state["rng"]
-        step = state["step"]
-        records = read_log(out, step)
-        if rank == 0:
-            atomic_write(out / LOG_NAME,
-                         lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
-    compiled = torch.compile(model) if compile else model
-    run = compiled
-    if world > 1:
-        run = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=False)  # the buffers never change
-    params = list(model.parameters())
+        def all_ranks(value, op=dist.ReduceOp.SUM):
+            if world == 1:
+                return value
+            t = torch.tensor(value, dtype=torch.float64, device=device)
+            dist.all_reduce(t, op=op)
+            return t.item()
 
-    def save():
-        if ckpt is not None and rank == 0:
-            save_checkpoint(ckpt, model, tokenizer, dict(
-                step=step, rng=rng.bit_generator.state, train_config=dataclasses.asdict(tc),
-                data=data_name, init_from=None if init_from is None else str(init_from)),
-                optimizer_state(optimizer, names), into=mirror)
-
-    def log(record):
-        records.append(record)
-        if out is not None and rank == 0:
-            with open(out / LOG_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def diverged(what, value, at_step):
-        kept = f"; the last good checkpoint is kept in {ckpt}" if ckpt and ckpt.exists() else ""
-        return UserError(f"{what} became {value} at step {at_step}{kept}. Lower --lr (now {tc.lr}) "
-                         "or --grad-clip")
-
-    def all_ranks(value, op=dist.ReduceOp.SUM):
-        if world == 1:
-            return value
-        t = torch.tensor(value, dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=op)
-        return t.item()
-
-    if out is not None and rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    local = tc.batch_size // world
-    rows = slice(rank * local, (rank + 1) * local)
-    chars_per_step = tc.batch_size * T
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0,
-               desc=f"train {mirror.config.pe} ({device.type} x{world})", unit="step", dynamic_ncols=True)
-    val_loss = None
-    with StopOnSigint() as sigint:
-        while step < tc.steps:
-            t0 = time.perf_counter()
-            lr = lr_schedule(step, tc.lr, tc.warmup, tc.steps, tc.min_lr)
-            x, y = get_batch(train_data, tc.batch_size, T, rng)  # the global batch, on every rank
-            if n_passkey:
-                x[-n_passkey:], y[-n_passkey:] = passkey_examples(
-                    rng, n_passkey, T, tokenizer, tc.passkey_digits, loss=tc.passkey_loss)
+        def forward_backward(x, y):
+            # x, y: the global batch, the same on every rank; this rank trains on its rows
             count, local_count = int((y != -1).sum()), int((y[rows] != -1).sum())
             xb = torch.from_numpy(x[rows]).to(device, non_blocking=True)
             yb = torch.from_numpy(y[rows]).to(device, non_blocking=True)
             with amp():
-                _, loss = run(xb, yb)
+                _, loss = step_model(xb, yb)
             # DDP averages over ranks: weight this rank's mean by its share of the counted targets
             weight = local_count * world / max(count, 1)
-            loss_value = loss.item() if world == 1 else all_ranks(loss.item() * local_count) / max(count, 1)
-            if not math.isfinite(loss_value):
-                bar.close()
-                raise diverged("the training loss", loss_value, step + 1)
-            (loss * weight).backward()
+            value = loss.item() if world == 1 else all_ranks(loss.item() * local_count) / max(count, 1)
+            if math.isfinite(value):
+                (loss * weight).backward()
+            return value
+
+        def update(lr):
             grad_norm = clip_grad_norm(params, tc.grad_clip)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            rate = chars_per_step / (time.perf_counter() - t0)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}" if val_loss else "-",
-                            chars_s=f"{rate:,.0f}")
-            record = {"step": step}
-            if step % tc.log_interval == 0:
-                record.update(loss=loss_value, lr=lr, grad_norm=grad_norm, chars_per_s=rate)
-            if step % tc.eval_interval == 0 or step == tc.steps:
-                val_loss = evaluate(compiled, val_data, T, tc.batch_size, tc.eval_batches, amp, device)
-                if not math.isfinite(val_loss):
-                    bar.close()
-                    raise diverged("the validation loss", val_loss, step)
-                record["val_loss"] = val_loss
-                if rank == 0:
-                    bar.write(f"step {step}: train loss {loss_value:.4f}, val loss {val_loss:.4f}")
-            if len(record) > 1:
-                log(record)
-            if "val_loss" in record:
-                save()
-            if all_ranks(float(sigint.requested), dist.ReduceOp.MAX):
-                save()
-                bar.close()
-                where = f"; checkpoint saved in {ckpt}, continue with --resume" if ckpt else ""
-                raise KeyboardInterrupt(f"stopped at step {step}{where}")
-    bar.close()
+            return grad_norm
+
+        def save(state):
+            save_checkpoint(folder.checkpoint, model, run.tokenizer, state,
+                            optimizer_state(optimizer, names), into=mirror)
+
+        records = train_loop(
+            run, tc, folder, forward_backward=forward_backward, update=update,
+            evaluate=lambda: evaluate(compiled, run.val_data, mirror.config.train_len, tc.batch_size,
+                                      tc.eval_batches, amp, device),
+            save=save, desc=f"train {mirror.config.pe} ({device.type} x{world})",
+            progress=progress, main_process=rank == 0,
+            any_process=lambda flag: bool(all_ranks(float(flag), dist.ReduceOp.MAX)))
     return model, history_from(records)
 
 
@@ -296,10 +243,10 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
 
 def build_parser():
     """`python -m minifope train`'s flags (same names, same defaults), plus the torch flags."""
-    parser = cli.OneLineParser(prog="python -m minifope.torch.train",
-                               description="Train the character-level GPT with PyTorch, on one "
-                               "device or, under torchrun, on several.")
-    cli.add_train_flags(parser)
+    parser = flags.OneLineParser(prog="python -m minifope.torch.train",
+                                 description="Train the character-level GPT with PyTorch, on one "
+                                 "device or, under torchrun, on several.")
+    flags.add_train_flags(parser)
     g = parser.add_argument_group("torch")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (auto: a GPU if there is one); under torchrun, one GPU per process")
@@ -312,36 +259,28 @@ def build_parser():
 
 def cmd_train(args):
     if args.threads is not None:
-        torch.set_num_threads(args.threads)  # cli.main has checked it is at least 1
+        torch.set_num_threads(args.threads)  # its flag type has checked it is at least 1
     device = init_distributed(resolve_device(args.device))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    model_config, train_config, data = cli.train_configs(args)
-    if args.overwrite and not args.resume and rank == 0:
-        cli.remove_previous_run(args.out)
-    if dist.is_initialized():
-        dist.barrier()  # no rank looks for a previous run before rank 0 has removed it
+    model_config, train_config, data = flags.train_configs(args)
     train_text, val_text = load_corpus(data)
     model, history = train(model_config, train_text, val_text, train_config, out_dir=args.out,
                            resume=args.resume, data_name=data, progress=not args.quiet,
                            init_from=None if args.resume else args.init_from, device=device,
-                           amp=args.amp, compile=args.compile)
-    if rank != 0:
-        return 0
-    print(f"final validation loss {history['val_loss'][-1]:.4f} nats/char "
-          f"({model.num_params():,} parameters); checkpoint in {checkpoint_path(args.out)}")
-    if args.sample_chars:
-        _, tokenizer, _, _ = load_checkpoint(checkpoint_path(args.out))
-        prompt = tokenizer.encode("\n")[None] if "\n" in tokenizer.chars else np.zeros((1, 1), np.int64)
+                           amp=args.amp, compile=args.compile, overwrite=args.overwrite,
+                           allow_data_change=args.allow_data_change)
+    if rank == 0:
         view = NumpyView(model, torch.bfloat16 if device.type == "cuda" and args.amp != "off"
                          and model_config.dtype == "float32" else None)
-        ids = generate(view, prompt, args.sample_chars, temperature=0.8, seed=train_config.seed)
-        print("\n--- sample ---" + tokenizer.decode(ids[0]))
+        flags.finish_train(args, history, model.num_params(), view, train_config.seed)
     return 0
 
 
 def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        return cli.main(argv, build_parser())
+        return flags.run_command(args.run, args)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
