@@ -61,10 +61,12 @@ class RunBoard:
     def report(self, run, stage, done, total, **info):
         bar = self.bars[run]
         fresh = stage != self.stage[run]
-        if fresh:
+        if fresh:  # a new stage: its own count, and no numbers left over from the last one
             self.stage[run] = stage
-            bar.reset(total=total)
             bar.set_description(f"{run}: {stage}", refresh=False)
+            bar.set_postfix({}, refresh=False)
+            bar.unit = "step" if stage.endswith("train") else "it"
+            bar.reset(total=total)
         bar.n = done
         if info:
             bar.set_postfix({k: _short(v) for k, v in info.items() if v is not None}, refresh=False)

@@ -218,3 +218,20 @@ def test_a_cosine_learning_rate_cannot_be_extended(tmp_path):
     with pytest.raises(UserError, match="constant learning rate"):
         run_experiment(ec, tmp_path, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_demo_shows_every_runs_step_count_moving(tmp_path):
+    """The runs train in worker processes; the board shows each one's step count as it goes."""
+    import re
+
+    result = subprocess.run(
+        [sys.executable, "-m", "minifope", "demo", "--out", str(tmp_path / "demo"), "--d-model", "16",
+         "--n-layer", "1", "--n-head", "2", "--train-len", "128", "--steps", "300", "--batch-size", "4",
+         "--lengths", "1", "--passkey-lengths", "1", "--depths", "0", "--trials", "1",
+         "--eval-chars", "256", "--retrieve-target", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for run in ("rope seed0", "fope seed0", "alibi seed0"):
+        counts = {int(n) for n in re.findall(rf"{run}: train:[^\r\n]*?\| *(\d+)/300 ", result.stderr)}
+        assert 300 in counts and len({n for n in counts if 0 < n < 300}) >= 2, (run, sorted(counts))
+        assert re.search(rf"{run}: needle grid:[^\r\n]*1/1 ", result.stderr), run
