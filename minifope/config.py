@@ -1,12 +1,28 @@
 """GPTConfig: every size and switch of the model in one dataclass."""
 
+import math
 from dataclasses import dataclass, fields, asdict
+
+from .fope import fope_frequencies, fope_num_rotating_pairs
 
 POSITION_EMBEDDINGS = ("rope", "fope", "alibi", "nope")
 ATTENTION_IMPLS = ("auto", "full", "chunked")
 FOPE_ZERO_FREQ = ("identity", "authors")
 DTYPES = ("float32", "float64")
 ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
+
+# Bounds on sizes, checked by arithmetic before anything is allocated, so that a config
+# from a hand-edited or hostile checkpoint is refused in one line instead of exhausting memory.
+# Parameters + buffers: ~40 GB of float32, far beyond any run of this project.
+MAX_WEIGHTS = 10**10
+# Each layer is also Python objects (arrays, dict entries, loop steps), so a deep, narrow
+# model within MAX_WEIGHTS could still be billions of them.
+MAX_LAYERS = 10_000
+# D = max(fope_dim, head_dim): fope_frequencies builds D/2 float64s, at most 4 MiB.
+MAX_FOPE_DIM = 2**20
+# train_len, rope_original_len, attn_chunk: one row of scores over this many keys is already
+# 8 GiB; larger ints would also overflow the float arithmetic on N.
+MAX_LENGTH = 2**31
 
 
 @dataclass
@@ -31,6 +47,12 @@ class GPTConfig:
     d_ff            SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 8
     attn_impl       'auto' | 'full' | 'chunked' (query-chunked attention for long sequences)
     attn_chunk      query rows per chunk on the chunked path
+
+    validate() bounds the sizes before anything is allocated: the weights the model would
+    hold (num_weights) by MAX_WEIGHTS, n_layer by MAX_LAYERS, FoPE's D by MAX_FOPE_DIM.
+    train_len, rope_original_len and attn_chunk allocate nothing at construction (attention
+    memory follows the length of the sequence given to forward); they are bounded by
+    MAX_LENGTH only to refuse nonsense that would overflow the float arithmetic on them.
     """
 
     vocab_size: int = 65
@@ -69,16 +91,52 @@ class GPTConfig:
             return self.d_ff
         return -(-(8 * self.d_model // 3) // 8) * 8
 
+    def num_weights(self) -> int:
+        """Every parameter and buffer element the GPT would hold, counted without allocating.
+
+            wte V*C + n_layer * (norm1 C + wqkv 3C^2 + wo C^2 + norm2 C + w_in 2CF + w_out FC
+            [+ FoPE's Ccos, Csin 2*H*F_w*J]) + norm_f C + lm_head C*V
+
+        with F = hidden_dim and F_w, J FoPE's frequency and rotating-pair counts (fope.py).
+        Needs the other fields valid: validate() calls it last.
+        """
+        C, V, L, F = self.d_model, self.vocab_size, self.n_layer, self.hidden_dim
+        per_layer = 2 * C + 4 * C * C + 3 * C * F
+        if self.pe == "fope":
+            F_w = len(fope_frequencies(self.head_dim, self.rope_theta, self.train_len,
+                                       self.fope_dim, self.fope_clip))
+            per_layer += 2 * self.n_head * F_w * fope_num_rotating_pairs(self.head_dim, F_w)
+        return 2 * V * C + C + L * per_layer
+
     def validate(self) -> None:
-        """Raise ValueError naming the first field that is not allowed, and what is."""
+        """Raise ValueError naming the first field that is not allowed, and what is.
+
+        Types are checked before values, so a config read from JSON with, say, a string
+        where a number goes is refused with a ValueError too, never a TypeError.
+        """
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "train_len", "attn_chunk"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("fope_dim", "d_ff", "rope_original_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not _is_int(value) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 means the default), got {value!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("train_len", "rope_original_len", "attn_chunk"):
+            if getattr(self, name) > MAX_LENGTH:
+                raise ValueError(f"{name} must be at most MAX_LENGTH = {MAX_LENGTH:,}, got {getattr(self, name)}")
+        if self.n_layer > MAX_LAYERS:
+            raise ValueError(f"n_layer must be at most MAX_LAYERS = {MAX_LAYERS:,}, got {self.n_layer}")
+        if self.fope_dim > MAX_FOPE_DIM:
+            raise ValueError(f"fope_dim must be at most MAX_FOPE_DIM = {MAX_FOPE_DIM:,}, got {self.fope_dim}")
+        for name in ("rope_clip", "fope_learnable", "fope_clip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("rope_theta", "rope_scale", "fope_sigma", "init_std"):
+            if not _is_finite_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.d_model % self.n_head:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
@@ -100,6 +158,9 @@ class GPTConfig:
             raise ValueError(
                 f"fope_dim must be 0 (meaning head_dim = {self.head_dim}) or an even number "
                 f">= head_dim, got {self.fope_dim}")
+        if self.pe == "fope" and self.head_dim > MAX_FOPE_DIM:
+            raise ValueError(f"with pe='fope', head_dim = d_model / n_head must be at most "
+                             f"MAX_FOPE_DIM = {MAX_FOPE_DIM:,}, got {self.head_dim}")
         if not self.rope_theta > 1.0:
             raise ValueError(f"rope_theta must be > 1, got {self.rope_theta!r}")
         if self.rope_scaling not in ROPE_SCALINGS:
@@ -109,12 +170,22 @@ class GPTConfig:
             raise ValueError(f"rope_scale must be >= 1 (the factor L / N), got {self.rope_scale!r}")
         if self.pe != "rope" and (self.rope_scaling != "none" or self.rope_clip):
             raise ValueError(f"rope_scaling and rope_clip apply to pe='rope' only, not {self.pe!r}")
+        if self.rope_scaling == "none" and self.rope_scale != 1.0:
+            # it would be silently ignored: a run the user believes extended would not be
+            raise ValueError(f"rope_scale only takes effect with rope_scaling pi, ntk or yarn; "
+                             f"got rope_scale={self.rope_scale!r} with rope_scaling='none'")
         if self.pe != "fope" and (not self.fope_clip or self.fope_learnable):
             raise ValueError(f"fope_clip and fope_learnable apply to pe='fope' only, not {self.pe!r}")
         if not self.fope_sigma >= 0.0:
             raise ValueError(f"fope_sigma must be >= 0, got {self.fope_sigma!r}")
         if not self.init_std > 0.0:
             raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        weights = self.num_weights()
+        if weights > MAX_WEIGHTS:
+            raise ValueError(
+                f"the model would hold {weights:,} weights, more than MAX_WEIGHTS = "
+                f"{MAX_WEIGHTS:,} (~40 GB of float32); make d_model, n_layer, d_ff, vocab_size "
+                "or fope_dim smaller")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,3 +198,17 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**d)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value) -> bool:
+    """An int or float (not a bool) that is neither nan nor infinite, nor too large for a float."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the largest float
+        return False

@@ -105,6 +105,31 @@ class GPT:
         self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
         self._cache = None
 
+    @staticmethod
+    def param_shapes(config: GPTConfig):
+        """({name: shape} of the parameters, {name: shape} of the buffers) a GPT(config) holds.
+
+        The shapes listed at the top of this module, computed without allocating a weight
+        (only FoPE's frequency set, at most MAX_FOPE_DIM / 2 floats), so that the checkpoint
+        loader can check a file against its config before reading it.
+        """
+        config.validate()
+        C, V, H, F = config.d_model, config.vocab_size, config.n_head, config.hidden_dim
+        params, buffers = {"wte": (V, C)}, {}
+        if config.pe == "fope":
+            F_w = len(fope_frequencies(config.head_dim, config.rope_theta, config.train_len,
+                                       config.fope_dim, config.fope_clip))
+            J = fope_num_rotating_pairs(config.head_dim, F_w)
+        for l in range(config.n_layer):
+            p = f"blocks.{l}."
+            params.update({p + "norm1": (C,), p + "attn.wqkv": (C, 3 * C), p + "attn.wo": (C, C),
+                           p + "norm2": (C,), p + "mlp.w_in": (C, 2 * F), p + "mlp.w_out": (F, C)})
+            if config.pe == "fope":
+                store = params if config.fope_learnable else buffers
+                store.update({p + "fope.ccos": (H, F_w, J), p + "fope.csin": (H, F_w, J)})
+        params.update({"norm_f": (C,), "lm_head": (C, V)})
+        return params, buffers
+
     def with_config(self, **changes):
         """A GPT that shares this one's parameters and buffers under a changed config.
 
