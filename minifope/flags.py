@@ -162,24 +162,19 @@ def add_train_flags(p):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def checked(make, **fields):
+    """make(**fields) (GPTConfig, TrainConfig), with a bad value reported as the user's mistake."""
+    try:
+        return make(**fields)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
 def make_config(**fields):
     """GPTConfig(**fields), with a bad value reported as the user's mistake."""
     from .config import GPTConfig
 
-    try:
-        return GPTConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
-
-
-def make_train_config(**fields):
-    """TrainConfig(**fields), with a bad value reported as the user's mistake."""
-    from .loop import TrainConfig
-
-    try:
-        return TrainConfig(**fields)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
+    return checked(GPTConfig, **fields)
 
 
 def train_configs(args):
@@ -210,7 +205,7 @@ def train_configs(args):
         model_fields["rope_scale"] = 1.0  # turning the scaling off turns its factor off too
     train_fields.update({k: v for k, v in given.items() if k in TRAIN_FLAGS})
     model_fields["seed"] = train_fields["seed"]
-    return make_config(**model_fields), make_train_config(**train_fields), data
+    return checked(GPTConfig, **model_fields), checked(TrainConfig, **train_fields), data
 
 
 def finish_train(args, history, num_params, model, seed):

@@ -355,3 +355,14 @@ def test_15_sample_onto_a_full_disk_is_one_line(trained):
                                 text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "No space left" in result.stderr
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_it_is_built(tmp_path, data_file):
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    # float64 weights, gradients and two AdamW moments: 32 bytes a weight, about 12 C^2 a layer
+    layers = int(2 * memory / 32 / (12 * 1024**2)) + 1
+    started = time.time()
+    result = cli("train", "--data", data_file, "--out", tmp_path / "r", "--d-model", 1024, "--n-head", 8,
+                 "--n-layer", layers, "--dtype", "float64", "--quiet")
+    assert_user_error(result, "weights")
+    assert time.time() - started < 30
