@@ -184,18 +184,32 @@ def passkey_chars():
     return "".join(sorted(set(TASK + FILLER + NEEDLE.format(key="") + QUESTION + " .0123456789\n")))
 
 
-def check_memory(config):
-    """Refuse a model whose weights, gradients and two AdamW moments alone exceed this
-    machine's memory: better one line now than a MemoryError halfway through building it."""
+def available_memory():
+    """Bytes of memory free for a new model: MemAvailable on Linux, else the free pages,
+    else None (unknown: nothing is refused)."""
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (AttributeError, ValueError, OSError):
-        return
+        return None
+
+
+def check_memory(config):
+    """Refuse a model whose weights, gradients and two AdamW moments alone exceed the memory
+    this machine has free: better one line now than a MemoryError, or the kernel's OOM
+    killer, halfway through building it. (Activations come on top; this is a floor.)"""
+    free = available_memory()
     need = 4 * config.num_weights() * np.dtype(config.dtype).itemsize
-    if need > total:
+    if free is not None and need > free:
         raise UserError(f"this model has {config.num_weights():,} weights: training it needs at least "
                         f"{need / 2**30:.1f} GiB for weights, gradients and optimizer state, and "
-                        f"this machine has {total / 2**30:.1f} GiB. Choose smaller sizes")
+                        f"this machine has {free / 2**30:.1f} GiB free. Choose smaller sizes")
 
 
 def init_model_from(path, model_config):
