@@ -94,7 +94,12 @@ def experiment_config(args, preset=None):
     for flag in ("steps", "batch_size", "lr", "passkey_frac", "passkey_loss"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
+    if args.steps is not None and train.get("warmup", 0) > args.steps:
+        train["warmup"] = args.steps // 10  # the preset's warmup, shortened to fit fewer steps
     changes = dict(variants=list(dict.fromkeys(variants)), model=model, train=train)
+    # the cap on training on: the command's (the demo's is lower), never below --steps
+    max_steps = getattr(args, "preset_max_steps", None) or ec.max_steps
+    changes["max_steps"] = max(max_steps, args.steps or 0)
     for flag, name in (("seeds", "seeds"), ("lengths", "multipliers"), ("passkey_lengths", "passkey_multipliers"),
                        ("depths", "depths"), ("trials", "trials"), ("extend", "extend"),
                        ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
@@ -138,7 +143,8 @@ def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
     p.add_argument("--steps", type=positive_int, help="steps every run trains (3000)")
     p.add_argument("--retrieve-target", type=fraction, help="then train on, 500 steps at a time, until "
                    "passkey accuracy at N on held-out prompts reaches this (0.9; 0: never)")
-    p.add_argument("--max-steps", type=positive_int, default=default_max_steps,
+    p.set_defaults(preset_max_steps=default_max_steps)
+    p.add_argument("--max-steps", type=positive_int,
                    help=f"the most steps a run trains for that ({default_max_steps or 6000})")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="learning rate, constant after warmup (3e-3)")

@@ -460,8 +460,8 @@ def _run_in_processes(ec, out, todo, jobs, board):
                         except OSError:
                             pass
             if stop.requested:
-                raise Stopped("stopped; every run saved its checkpoint: run the same command "
-                              "again to resume", stop.signum or signal.SIGINT)
+                raise Stopped("stopped; the runs that were training saved their checkpoints: run "
+                              "the same command again to resume", stop.signum or signal.SIGINT)
         return [future.result() for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

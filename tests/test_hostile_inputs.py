@@ -366,3 +366,25 @@ def test_a_model_too_large_for_this_machine_is_refused_before_it_is_built(tmp_pa
                  "--n-layer", layers, "--dtype", "float64", "--quiet")
     assert_user_error(result, "weights")
     assert time.time() - started < 30
+
+
+def test_sigterm_to_an_experiment_reaches_its_workers_which_save(tmp_path, data_file):
+    from minifope.checkpoint import load_checkpoint
+
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-m", "minifope", "experiment", "--out", str(out), "--data",
+                             str(data_file), *EXPERIMENT_FLAGS, "--pe", "alibi", "--seeds", "2",
+                             "--steps", "100000", "--jobs", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [out / "runs/alibi" / f"seed{k}" / "log.jsonl" for k in (0, 1)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(log.exists() for log in logs):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    for log in logs:
+        last_logged = json.loads(log.read_text().splitlines()[-1])["step"]
+        assert load_checkpoint(log.parent)[2]["step"] >= last_logged > 0
