@@ -52,8 +52,8 @@ EXPANSION_SLACK = 2**20
 # either of these (optim.t, the step count, is an int64).
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # atomic_write's temporary files: tempfile.mkstemp(prefix=NAME + ".", suffix=".tmp") puts
-# random characters from this alphabet between them (8 today; the count is tempfile's detail).
-_TEMP_FILE = re.compile(r".+\.[a-z0-9_]+\.tmp")
+# 8 random characters from this alphabet between them; a name like ckpt.npz.tmp is not one.
+_TEMP_FILE = re.compile(r".+\.[a-z0-9_]{8}\.tmp")
 
 
 def checkpoint_path(path):

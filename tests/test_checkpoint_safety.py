@@ -448,7 +448,7 @@ def test_remove_stale_temp_files_removes_only_what_atomic_write_leaves(tmp_path)
         fd, tmp = tempfile.mkstemp(dir=tmp_path, prefix=name + ".", suffix=".tmp")
         os.close(fd)
         leftovers.append(tmp_path / os.path.basename(tmp))
-    keep = ["ckpt.npz", "log.jsonl", "notes.tmp.txt", "draft.tmp", "ckpt.npz.NOT-MINE.tmp"]
+    keep = ["ckpt.npz", "log.jsonl", "notes.tmp.txt", "draft.tmp", "ckpt.npz.NOT-MINE.tmp", "ckpt.npz.tmp", "log.jsonl.backup.tmp"]
     for name in keep:
         (tmp_path / name).write_text("keep me")
     (tmp_path / "folder.abcdefgh.tmp").mkdir()

@@ -297,11 +297,11 @@ def test_sigterm_saves_the_checkpoint_like_ctrl_c(tmp_path, data_file):
 
 def test_a_trainer_removes_the_temporary_files_a_killed_save_left(trained, tmp_path):
     run = copy_run(trained[0], tmp_path / "run")
-    (run / "ckpt.npz.abc123.tmp").write_bytes(b"half a checkpoint")
+    (run / "ckpt.npz.k3j9xq2_.tmp").write_bytes(b"half a checkpoint")
     (run / "notes.tmp.txt").write_text("mine")
     result = cli("train", "--out", run, "--resume", "--steps", 12, "--quiet", "--sample-chars", 0)
     assert result.returncode == 0, result.stderr
-    assert not (run / "ckpt.npz.abc123.tmp").exists()
+    assert not (run / "ckpt.npz.k3j9xq2_.tmp").exists()
     assert (run / "notes.tmp.txt").read_text() == "mine"
 
 
