@@ -1,11 +1,13 @@
 """The command line: python -m minifope COMMAND [options]; --help on each command.
 
-A user's mistake (a UserError) prints one line on stderr and exits with status 2, without
-a traceback. Config values are checked by GPTConfig, whose ValueError `make_config` turns
-into a UserError.
+A user's mistake (a UserError, or a flag value its type refuses) prints one line on stderr
+and exits with status 2, without a traceback; how every command ends is
+flags.run_command's. The train flags, shared with python -m minifope.torch.train, are in
+flags.py.
 """
 
 import sys
+from pathlib import Path
 
 from .errors import UserError
 from .flags import (OneLineParser, add_threads_flag, add_train_flags, finish_train, fraction,
@@ -171,7 +173,9 @@ def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
 
 
 def build_parser():
-    parser = OneLineParser(prog="python -m minifope", description=__doc__.splitlines()[0])
+    # the name it was called by: the `minifope` command, or python -m minifope
+    prog = "minifope" if Path(sys.argv[0]).name == "minifope" else "python -m minifope"
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("train", help="train a character-level GPT and save DIR/ckpt.npz",
