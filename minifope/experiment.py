@@ -149,6 +149,16 @@ class ExperimentConfig:
                             "would change the steps already taken. Or turn it off with --retrieve-target 0")
         if not isinstance(self.max_steps, int) or self.max_steps < tc.steps:
             fail(f"max_steps must be an integer >= steps ({tc.steps}), got {self.max_steps!r}")
+        from .passkey import min_prompt_length
+
+        need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1  # prompt and answer
+        N = self.model.get("train_len", GPTConfig().train_len)
+        windows = [N * m for m in self.passkey_multipliers]  # evaluated
+        if round(tc.passkey_frac * tc.batch_size):
+            windows.append(N)  # trained
+        if windows and min(windows) < need:
+            fail(f"a passkey window of {min(windows)} characters is too short: the prompt and its "
+                 f"answer need {need}. Use a longer --train-len or larger --passkey-lengths")
 
     def training_key(self):
         """The settings a trained run depends on: two experiments sharing them share runs."""

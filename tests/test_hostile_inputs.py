@@ -388,3 +388,11 @@ def test_sigterm_to_an_experiment_reaches_its_workers_which_save(tmp_path, data_
     for log in logs:
         last_logged = json.loads(log.read_text().splitlines()[-1])["step"]
         assert load_checkpoint(log.parent)[2]["step"] >= last_logged > 0
+
+
+def test_a_passkey_window_too_short_is_refused_before_training(tmp_path, data_file):
+    out = tmp_path / "exp"
+    result = cli("experiment", "--out", out, "--data", data_file, *EXPERIMENT_FLAGS, "--train-len", "64",
+                 "--passkey-frac", "0")
+    assert_user_error(result, "passkey window of 64", "--train-len")
+    assert not out.exists()
