@@ -142,6 +142,9 @@ def load_text(path) -> str:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory; give the path of a UTF-8 text file")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a regular file (a device or a pipe); give the path of a "
+                        "UTF-8 text file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

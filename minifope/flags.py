@@ -5,7 +5,8 @@ flags and end the same way, so both import them from here; nothing here imports 
 command line, which keeps the imports flowing one way: cli, torch.train -> flags -> train.
 
 How a command ends (run_command): a UserError prints one line on stderr and exits 2, with
-no traceback; so does an OSError (a disk that fills, a folder that cannot be written);
+no traceback; so does an OSError (a disk that fills, a folder that cannot be written) and a
+MemoryError (a size too large for the memory free);
 Ctrl-C or SIGTERM exits 128 + the signal's number, after the trainer has saved; a reader
 that closes the pipe (`| head`) ends the command quietly with 141, as a shell would.
 """
@@ -264,4 +265,9 @@ def run_command(run, args):
         _silence_stdout()
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        # a size no check could foresee (a batch or an evaluation too large for what is free)
+        print("error: out of memory: choose smaller sizes (--batch-size, --eval-batches, "
+              "--train-len, --d-model) or free some memory", file=sys.stderr)
         return 2

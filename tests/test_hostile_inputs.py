@@ -396,3 +396,15 @@ def test_a_passkey_window_too_short_is_refused_before_training(tmp_path, data_fi
                  "--passkey-frac", "0")
     assert_user_error(result, "passkey window of 64", "--train-len")
     assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_as_data_is_refused_rather_than_read_forever(tmp_path):
+    assert_user_error(cli("train", "--data", "/dev/zero", "--out", tmp_path / "r", *TINY_FLAGS,
+                          timeout=30), "not a regular file")
+
+
+def test_a_batch_too_large_for_memory_is_one_line(tmp_path, data_file):
+    result = cli("train", "--data", data_file, "--out", tmp_path / "r", *TINY_FLAGS, "--batch-size",
+                 10**12, "--micro-batches", 1)
+    assert_user_error(result, "out of memory")
