@@ -136,11 +136,13 @@ class RunFolder:
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def remove_run(self):
-        """Delete the checkpoint and the log (--overwrite, once the new run is checked)."""
-        for path in (self.checkpoint, self.log_path):
-            if path.exists():
-                path.unlink()
+    def start(self, records, new):
+        """Ready the folder for a run that has passed its checks: the log holds exactly the
+        records the run starts from (a new run: none, so a failed earlier attempt's lines
+        never mix with it), and a new run removes the checkpoint it replaces (--overwrite)."""
+        if new and self.checkpoint.exists():
+            self.checkpoint.unlink()
+        self.rewrite_log(records)
 
 
 def read_log(path, up_to_step):

@@ -67,10 +67,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if resume:
             optim.load_state_dict(run.optim_state)
         if folder is not None:
-            if overwrite and not resume:
-                folder.remove_run()
-            if resume:
-                folder.rewrite_log(run.records)
+            folder.start(run.records, new=not resume)
 
         def save(state):
             from .checkpoint import save_checkpoint

@@ -408,3 +408,12 @@ def test_a_batch_too_large_for_memory_is_one_line(tmp_path, data_file):
     result = cli("train", "--data", data_file, "--out", tmp_path / "r", *TINY_FLAGS, "--batch-size",
                  10**12, "--micro-batches", 1)
     assert_user_error(result, "out of memory")
+
+
+def test_a_new_run_never_appends_to_the_log_of_an_attempt_that_saved_nothing(tmp_path, data_file):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 10, "loss": 99.0}\n')  # a diverged first try, no checkpoint
+    assert cli("train", "--data", data_file, "--out", out, "--steps", 10, *TINY_FLAGS).returncode == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10] and all(r.get("loss") != 99.0 for r in records)

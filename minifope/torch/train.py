@@ -182,10 +182,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
         if resume:
             load_optimizer_state(optimizer, names, run.optim_state, mirror.params)
         if folder is not None and rank == 0:
-            if overwrite and not resume:
-                folder.remove_run()
-            if resume:
-                folder.rewrite_log(run.records)
+            folder.start(run.records, new=not resume)
         compiled = torch.compile(model) if compile else model
         step_model = compiled
         if world > 1:
