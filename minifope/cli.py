@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .flags import (OneLineParser, add_threads_flag, add_train_flags, finish_train, fraction,
-                    at_least_two, make_config, natural, nonnegative_float, positive_float, positive_int,
-                    run_command, train_configs)
+from .flags import (OneLineParser, add_threads_flag, add_train_flags, at_least_two, finish_train,
+                    fraction, make_config, natural, nonnegative_float, path, positive_float,
+                    positive_int, run_command, train_configs)
 
 
 
@@ -130,7 +130,7 @@ def cmd_experiment(args):
 
 
 def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
-    p.add_argument("--out", default=default_out, help=f"experiment folder (default: {default_out})")
+    p.add_argument("--out", type=path, default=default_out, help=f"experiment folder (default: {default_out})")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
                    help="position embeddings to compare (default: rope fope alibi)")
     p.add_argument("--variants", nargs="+", metavar="V",
@@ -163,8 +163,8 @@ def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
     p.add_argument("--continue-at", type=at_least_two, metavar="K",
                    help="also train RoPE on at K x N with YaRN, and switched to FoPE (Figure 3)")
     p.add_argument("--continue-steps", type=positive_int)
-    p.add_argument("--data", help="training text: shakespeare (default) or a file")
-    p.add_argument("--eval-data", help="evaluate the loss on this file instead (a data shift)")
+    p.add_argument("--data", type=path, help="training text: shakespeare (default) or a file")
+    p.add_argument("--eval-data", type=path, help="evaluate the loss on this file instead (a data shift)")
     p.add_argument("--jobs", type=positive_int, default=default_jobs,
                    help=f"runs trained at once, each in its own process with one BLAS thread "
                    f"(default: {default_jobs})")
@@ -185,7 +185,7 @@ def build_parser():
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("--ckpt", required=True, help="run folder (or .npz file) to load")
+    p.add_argument("--ckpt", type=path, required=True, help="run folder (or .npz file) to load")
     p.add_argument("--prompt", help="text to continue (default: a newline)")
     p.add_argument("--chars", type=natural, default=500, help="characters to generate")
     p.add_argument("--temperature", type=nonnegative_float, default=0.8, help="0 means greedy")

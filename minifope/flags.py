@@ -61,6 +61,14 @@ def positive_float(text):
     return _number(float, text, lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
 
 
+def path(text):
+    """A file or folder name; an empty one (a shell variable that was never set) is refused
+    rather than read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def at_least_two(text):
     """An integer >= 2 (a factor of the training length: 1 would be the same length)."""
     return _number(int, text, lambda v: v >= 2, "must be an integer >= 2")
@@ -107,8 +115,8 @@ TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", 
 
 def add_train_flags(p):
     """The flags of `python -m minifope train` (also `python -m minifope.torch.train`'s)."""
-    p.add_argument("--data", help="'shakespeare' (the default: the embedded plays) or a UTF-8 text file")
-    p.add_argument("--out", default="runs/shakespeare", help="run folder for ckpt.npz and log.jsonl "
+    p.add_argument("--data", type=path, help="'shakespeare' (the default: the embedded plays) or a UTF-8 text file")
+    p.add_argument("--out", type=path, default="runs/shakespeare", help="run folder for ckpt.npz and log.jsonl "
                    "(default: runs/shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out (once "
@@ -116,7 +124,7 @@ def add_train_flags(p):
     p.add_argument("--allow-data-change", action="store_true", help="with --resume: continue even "
                    "though the training text differs from the one the checkpoint was trained on")
     add_threads_flag(p, "; the torch trainer also sets torch.set_num_threads")
-    p.add_argument("--init-from", metavar="DIR", help="start from this run's parameters (its config "
+    p.add_argument("--init-from", type=path, metavar="DIR", help="start from this run's parameters (its config "
                    "is the default; e.g. continue at a longer --train-len with --rope-scaling yarn, "
                    "or switch to --pe fope)")
     g = p.add_argument_group("model")

@@ -107,6 +107,12 @@ def bad_outs(tmp_path):
             "in /proc": Path("/proc/minifope-run")}
 
 
+@pytest.mark.parametrize("command, flag", [("train", "--out"), ("train", "--data"), ("train", "--init-from"),
+                                           ("sample", "--ckpt"), ("experiment", "--out")])
+def test_an_empty_path_is_refused_rather_than_read_as_this_folder(command, flag):
+    assert_user_error(cli(command, flag, ""), flag, "empty")
+
+
 @pytest.mark.parametrize("kind", ["a file", "under a file", "a dangling link", "a looping link", "in /proc"])
 def test_3_train_refuses_an_out_that_cannot_be_a_folder(tmp_path, data_file, kind):
     out = bad_outs(tmp_path)[kind]
