@@ -301,7 +301,8 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
             except ValueError:
                 raise UserError(f"{saved} is damaged (not JSON); move it away to start this "
                                 "experiment afresh in that folder") from None
-            if not isinstance(previous, dict) or previous.get("training") != json.loads(json.dumps(ec.training_key())):
+            training = json.loads(json.dumps(ec.training_key()))  # as JSON would give it back
+            if not isinstance(previous, dict) or previous.get("training") != training:
                 raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
                                 "use another --out, or the same settings to resume it")
         todo = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
@@ -314,7 +315,8 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
             if jobs > 1:
                 results = _run_in_processes(ec, out, todo, jobs, board)
             else:
-                results = [run_one(ec, out, label, seed, functools.partial(board.report, f"{label} seed{seed}"))
+                results = [run_one(ec, out, label, seed,
+                                   functools.partial(board.report, f"{label} seed{seed}"))
                            for label, seed in todo]
         finally:
             board.close()

@@ -115,18 +115,19 @@ TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", 
 
 def add_train_flags(p):
     """The flags of `python -m minifope train` (also `python -m minifope.torch.train`'s)."""
-    p.add_argument("--data", type=path, help="'shakespeare' (the default: the embedded plays) or a UTF-8 text file")
-    p.add_argument("--out", type=path, default="runs/shakespeare", help="run folder for ckpt.npz and log.jsonl "
-                   "(default: runs/shakespeare)")
+    p.add_argument("--data", type=path, help="'shakespeare' (the default: the embedded plays) or a "
+                   "UTF-8 text file")
+    p.add_argument("--out", type=path, default="runs/shakespeare", help="run folder for ckpt.npz "
+                   "and log.jsonl (default: runs/shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out (once "
                    "the new run's inputs have been checked)")
     p.add_argument("--allow-data-change", action="store_true", help="with --resume: continue even "
                    "though the training text differs from the one the checkpoint was trained on")
     add_threads_flag(p, "; the torch trainer also sets torch.set_num_threads")
-    p.add_argument("--init-from", type=path, metavar="DIR", help="start from this run's parameters (its config "
-                   "is the default; e.g. continue at a longer --train-len with --rope-scaling yarn, "
-                   "or switch to --pe fope)")
+    p.add_argument("--init-from", type=path, metavar="DIR", help="start from this run's parameters "
+                   "(its config is the default; e.g. continue at a longer --train-len with "
+                   "--rope-scaling yarn, or switch to --pe fope)")
     g = p.add_argument_group("model")
     g.add_argument("--pe", choices=["rope", "fope", "alibi", "nope"], help="position embedding (rope)")
     g.add_argument("--d-model", type=positive_int)

@@ -127,7 +127,8 @@ def resume_state(state, path):
         raise UserError(f"{path} holds no trainer state (step and RNG) to resume from; start a new "
                         "run from its weights with --init-from instead")
     if not _is_int(step) or step < 0:
-        raise UserError(f"{path}: state.json's step is {step!r}, not an integer >= 0; the checkpoint is damaged")
+        raise UserError(f"{path}: state.json's step is {step!r}, not an integer >= 0; "
+                        "the checkpoint is damaged")
     try:
         np.random.default_rng().bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError, OverflowError) as e:
@@ -135,7 +136,8 @@ def resume_state(state, path):
                         "the checkpoint is damaged") from None
     for name in ("data", "init_from", "data_sha256"):
         if state.get(name) is not None and not isinstance(state[name], str):
-            raise UserError(f"{path}: state.json's {name} is {state[name]!r}, not text; the checkpoint is damaged")
+            raise UserError(f"{path}: state.json's {name} is {state[name]!r}, not text; "
+                            "the checkpoint is damaged")
     saved_train_config(state, path)
     return step, rng_state
 

@@ -89,7 +89,8 @@ class RunFolder:
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise UserError(f"{self.what} {self.path}: cannot write in this folder ({e.strerror})") from None
+                raise UserError(f"{self.what} {self.path}: cannot write in this folder "
+                                f"({e.strerror})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -130,7 +131,8 @@ class RunFolder:
         return read_log(self.log_path, up_to_step)
 
     def rewrite_log(self, records):
-        atomic_write(self.log_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(self.log_path, lambda f: f.write(text.encode()))
 
     def append_log(self, record):
         with open(self.log_path, "a") as f:

@@ -384,7 +384,7 @@ def test_sigterm_to_an_experiment_reaches_its_workers_which_save(tmp_path, data_
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [out / "runs/alibi" / f"seed{k}" / "log.jsonl" for k in (0, 1)]
     deadline = time.time() + 120
-    while time.time() < deadline and not all(log.exists() for log in logs):
+    while time.time() < deadline and not all(log.exists() and log.read_text().strip() for log in logs):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
