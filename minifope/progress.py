@@ -67,6 +67,8 @@ class RunBoard:
             bar.set_postfix({}, refresh=False)
             bar.unit = "step" if stage.endswith("train") else "it"
             bar.reset(total=total)
+            bar.initial = bar.last_print_n = done  # a resumed run's rate counts from where it starts
+        bar.total = total  # a run trained on past its first budget has a new total, same stage
         bar.n = done
         if info:
             bar.set_postfix({k: _short(v) for k, v in info.items() if v is not None}, refresh=False)

@@ -235,3 +235,16 @@ def test_the_demo_shows_every_runs_step_count_moving(tmp_path):
         counts = {int(n) for n in re.findall(rf"{run}: train:[^\r\n]*?\| *(\d+)/300 ", result.stderr)}
         assert 300 in counts and len({n for n in counts if 0 < n < 300}) >= 2, (run, sorted(counts))
         assert re.search(rf"{run}: needle grid:[^\r\n]*1/1 ", result.stderr), run
+
+
+def test_the_board_follows_a_run_through_its_stages_and_a_longer_budget():
+    from minifope.progress import RunBoard
+
+    board = RunBoard(["rope seed0"], enabled=False)
+    bar = board.bars["rope seed0"]
+    board.report("rope seed0", "train", 2000, 3000, loss=1.9)  # resumed at step 2000
+    assert (bar.n, bar.total, bar.initial) == (2000, 3000, 2000) and "loss" in bar.postfix
+    board.report("rope seed0", "train", 3200, 3500, loss=1.8)  # trained on past its first budget
+    assert (bar.n, bar.total) == (3200, 3500)
+    board.report("rope seed0", "needle grid", 0, 15)
+    assert (bar.n, bar.total) == (0, 15) and "needle grid" in bar.desc and not bar.postfix
