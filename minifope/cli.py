@@ -201,7 +201,8 @@ def build_parser():
     add_experiment_flags(p, "runs/experiment", default_jobs=2)
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 12 min)")
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 45 min on 2 "
+                       "cores, by CPU)")
     # one process per embedding; at most 3500 steps keeps it under 15 minutes on 2 cores
     add_experiment_flags(p, "runs/demo", default_jobs=3, default_max_steps=3500)
     p.set_defaults(run=cmd_experiment)

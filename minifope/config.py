@@ -116,13 +116,13 @@ class GPTConfig:
         """
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "train_len", "attn_chunk"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("fope_dim", "d_ff", "rope_original_len"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 means the default), got {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("train_len", "rope_original_len", "attn_chunk"):
             if getattr(self, name) > MAX_LENGTH:
@@ -135,7 +135,7 @@ class GPTConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("rope_theta", "rope_scale", "fope_sigma", "init_std"):
-            if not _is_finite_number(getattr(self, name)):
+            if not is_finite_number(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.d_model % self.n_head:
             raise ValueError(
@@ -200,11 +200,11 @@ class GPTConfig:
         return cls(**d)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite_number(value) -> bool:
+def is_finite_number(value) -> bool:
     """An int or float (not a bool) that is neither nan nor infinite, nor too large for a float."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return False

@@ -194,12 +194,12 @@ def _train_run(run_dir, model_config, train_config, corpus, data_name, progress,
     """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
     or more. Returns (model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
-    if ckpt.exists():
-        _check_run_folder(run_dir, (model_config, train_config), data_name)
-        model, tokenizer, state, _ = load_checkpoint(ckpt)
+    saved = _check_run_folder(run_dir, (model_config, train_config), data_name)
+    if saved is not None:
+        model, tokenizer, state, _ = saved
         if state.get("step", 0) >= train_config.steps:
             return model, tokenizer, state["step"]
-    train(model_config, *corpus, train_config, out_dir=run_dir, resume=ckpt.exists(),
+    train(model_config, *corpus, train_config, out_dir=run_dir, resume=saved is not None,
           data_name=data_name, progress=progress, init_from=init_from)
     model, tokenizer, state, _ = load_checkpoint(ckpt)
     return model, tokenizer, state["step"]
@@ -369,13 +369,15 @@ def _check_texts(ec):
 
 def _check_run_folder(run_dir, configs, data_name):
     """Refuse a run folder whose checkpoint was trained with another config (left there by
-    hand, or by another experiment), rather than reuse it under this run's name."""
+    hand, or by another experiment), rather than reuse it under this run's name. Returns
+    the checkpoint as load_checkpoint gives it, or None when there is none."""
     from .loop import config_conflicts, saved_train_config
 
     ckpt = run_dir / CKPT_NAME
     if not ckpt.exists():
-        return
-    model, _, state, _ = load_checkpoint(ckpt)
+        return None
+    loaded = load_checkpoint(ckpt)
+    model, _, state, _ = loaded
     config, tc = configs
     conflicts = config_conflicts(model.config.to_dict(), saved_train_config(state, ckpt),
                                  dataclasses.replace(config, vocab_size=model.config.vocab_size,
@@ -384,6 +386,7 @@ def _check_run_folder(run_dir, configs, data_name):
     if conflicts:
         raise UserError(f"{run_dir} holds a run of another config ({'; '.join(conflicts)}); move it "
                         "away, or use another --out")
+    return loaded
 
 
 def run_one(ec, out, label, seed, progress=False):
@@ -466,7 +469,7 @@ def _run_in_processes(ec, out, todo, jobs, board):
                     passed_on = True
                     for future in futures:
                         future.cancel()
-                    for process in list(getattr(pool, "_processes", {}).values()):
+                    for process in multiprocessing.active_children():  # the pool's workers
                         try:
                             os.kill(process.pid, stop.signum)
                         except OSError:

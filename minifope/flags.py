@@ -192,17 +192,18 @@ def train_configs(args):
     values (with --resume, or --init-from), then every flag the user gave."""
     from .checkpoint import checkpoint_path, load_checkpoint
     from .config import GPTConfig
-    from .loop import TrainConfig, resume_state, saved_train_config
+    from .loop import TrainConfig, resume_state
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     model_fields = dataclasses.asdict(GPTConfig())
     train_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     data = given.get("data", "shakespeare")
     if args.resume:
-        saved, _, state, _ = load_checkpoint(checkpoint_path(args.out))
-        resume_state(state, checkpoint_path(args.out))  # a damaged state is refused before it is used
+        ckpt = checkpoint_path(args.out)
+        saved, _, state, _ = load_checkpoint(ckpt)
+        _, _, saved_train = resume_state(state, ckpt)  # a damaged state is refused before it is used
         model_fields = saved.config.to_dict()
-        train_fields.update(saved_train_config(state, checkpoint_path(args.out)))
+        train_fields.update(saved_train)
         data = given.get("data", state.get("data") or "shakespeare")
     if args.init_from and not args.resume:
         source, _, _, _ = load_checkpoint(checkpoint_path(args.init_from))

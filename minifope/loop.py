@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from .config import is_finite_number, is_int
 from .data import CharTokenizer, get_batch
 from .errors import UserError
 from .model import GPT
@@ -60,19 +61,19 @@ class TrainConfig:
     micro_batches: int = 2  # each batch as this many row blocks (at most batch_size) on threads: parallel.py
 
     def __post_init__(self):
-        if self.warmup is None and _is_int(self.steps):
+        if self.warmup is None and is_int(self.steps):
             self.warmup = min(100, self.steps // 10)
         for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval",
                      "micro_batches"):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("warmup", "seed"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "passkey_frac"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.warmup > self.steps:
             raise ValueError(f"warmup must lie in [0, steps={self.steps}], got {self.warmup}")
@@ -84,14 +85,10 @@ class TrainConfig:
             raise ValueError(f"passkey_frac must lie in [0, 1], got {self.passkey_frac!r}")
         if self.passkey_loss not in ("all", "answer", "keys"):
             raise ValueError(f"passkey_loss must be 'all', 'answer' or 'keys', got {self.passkey_loss!r}")
-        if not _is_int(self.passkey_digits) or not 1 <= self.passkey_digits <= 9:
+        if not is_int(self.passkey_digits) or not 1 <= self.passkey_digits <= 9:
             raise ValueError(f"passkey_digits must be an integer in 1..9, got {self.passkey_digits!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 turns clipping off)")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # On --resume these may differ from the checkpoint: steps (train further), how often to
@@ -121,12 +118,13 @@ def saved_train_config(state, path):
 
 
 def resume_state(state, path):
-    """(step, rng state) of a checkpoint to resume, checked before anything uses them."""
+    """(step, rng state, saved TrainConfig fields) of a checkpoint to resume, checked before
+    anything uses them."""
     step, rng_state = state.get("step"), state.get("rng")
     if step is None or rng_state is None:
         raise UserError(f"{path} holds no trainer state (step and RNG) to resume from; start a new "
                         "run from its weights with --init-from instead")
-    if not _is_int(step) or step < 0:
+    if not is_int(step) or step < 0:
         raise UserError(f"{path}: state.json's step is {step!r}, not an integer >= 0; "
                         "the checkpoint is damaged")
     try:
@@ -138,8 +136,7 @@ def resume_state(state, path):
         if state.get(name) is not None and not isinstance(state[name], str):
             raise UserError(f"{path}: state.json's {name} is {state[name]!r}, not text; "
                             "the checkpoint is damaged")
-    saved_train_config(state, path)
-    return step, rng_state
+    return step, rng_state, saved_train_config(state, path)
 
 
 def config_conflicts(saved_model, saved_train, model_config, train_config, data_name, saved_data,
@@ -268,8 +265,8 @@ def prepare_run(model_config, tc, folder, train_text, val_text, *, resume=False,
         if ckpt is None or not ckpt.exists():
             raise UserError(f"--resume: there is no checkpoint at {ckpt} to continue from")
         model, tokenizer, state, optim_state = load_checkpoint(ckpt)
-        step, rng_state = resume_state(state, ckpt)
-        check_resume(model.config.to_dict(), saved_train_config(state, ckpt),
+        step, rng_state, saved_train = resume_state(state, ckpt)
+        check_resume(model.config.to_dict(), saved_train,
                      dataclasses.replace(model_config, vocab_size=model.config.vocab_size,
                                          seed=tc.seed),
                      tc, data_name, state.get("data"))
