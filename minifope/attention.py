@@ -14,10 +14,17 @@ Backward, with D_m = sum_n P[m,n] dP[m,n] = dout_m . out_m:
 
     dv = P^T dout,  dP = dout v^T,  dS = P * (dP - D),  dq = dS k / sqrt(d),  dk = dS^T q / sqrt(d)
 
-The full path keeps P, (B,H,Tq,Tk). The chunked path walks over blocks of `chunk` query
-rows, keeps only the row log-sum-exp (B,H,Tq), and recomputes each block's P in the
-backward, so the score memory is bounded by B*H*chunk*Tk. A block of rows also never
-looks at keys past its last row, which halves the work of a causal sequence.
+The rows are taken in blocks of `chunk` query rows. A block of rows never looks at keys
+past its last row, so a causal sequence costs about half the square, and only the last
+`chunk` keys of a block can be masked: the mask (and the -inf that exp handles slowly)
+touches a chunk x chunk corner, not the whole block. Each block's P is kept for the
+backward while all of them fit in AUTO_CHUNK_BYTES ('auto'); past that, and always with
+'chunked', only the row log-sum-exp (B,H,Tq) is kept and each block's P is recomputed in
+the backward, so the score memory is bounded by B*H*chunk*Tk. 'full' is one block of all
+rows, with P kept.
+
+Outside a micro-batch of the model (parallel.py), the core runs its batch rows (or, for a
+single sequence, its heads) in parts on parallel threads: every (row, head) is independent.
 """
 
 import math
@@ -26,42 +33,46 @@ import numpy as np
 
 from .alibi import alibi_bias
 from .layers import linear_forward, linear_backward
+from .parallel import get_threads, map_parts, split
 from .rope import apply_rotary, apply_rotary_backward, rotary_table_grads
 
-# 'auto' also takes the chunked path when the full score tensor would exceed this size.
+# 'auto' keeps each block's P for the backward while they take no more than this in all.
 AUTO_CHUNK_BYTES = 64 * 2**20
 
 
-def use_chunked(impl, B, H, Tq, Tk, itemsize, chunk=128):
-    # 'auto': chunked as soon as there is more than one block of rows, since skipping the
-    # keys a block never sees makes it faster as well as smaller; and always when the full
-    # score tensor would be large.
-    if impl == "auto":
-        return Tq > chunk or B * H * Tq * Tk * itemsize > AUTO_CHUNK_BYTES
-    if impl not in ("full", "chunked"):
+def kept_bytes(B, H, Tq, Tk, itemsize, chunk):
+    # the size of every block's P: rows r0..r1-1 see keys 0..Tk-Tq+r1-1
+    return B * H * itemsize * sum((min(r0 + chunk, Tq) - r0) * (Tk - Tq + min(r0 + chunk, Tq))
+                                  for r0 in range(0, Tq, chunk))
+
+
+def keeps_weights(impl, B, H, Tq, Tk, itemsize, chunk=64):
+    """Whether the forward keeps P for the backward (else it keeps the log-sum-exp only)."""
+    if impl not in ("auto", "full", "chunked"):
         raise ValueError(f"attention impl must be 'auto', 'full' or 'chunked', got {impl!r}")
-    return impl == "chunked"
+    if impl == "auto":
+        return kept_bytes(B, H, Tq, Tk, itemsize, chunk) <= AUTO_CHUNK_BYTES
+    return impl == "full"
 
 
 def _scores(q, k, slopes, q_start, row0):
-    # q (B,H,R,d) rows row0..row0+R-1 of the queries, k (B,H,K,d) keys 0..K-1 -> S (B,H,R,K) masked
-    # Scaling q (R*d numbers) instead of S (R*K) and masking in place keeps S to one pass.
+    # q (B,H,R,d) rows row0..row0+R-1 of the queries, k (B,H,K,d) keys 0..K-1, K = q_start+row0+R
+    # -> S (B,H,R,K) masked. Scaling q (R*d numbers) instead of S (R*K) keeps S to one pass.
     d = q.shape[-1]
     R, K = q.shape[-2], k.shape[-2]
     s = (q * (1.0 / math.sqrt(d))) @ np.swapaxes(k, -1, -2)
-    q_idx = q_start + row0 + np.arange(R)
-    k_idx = np.arange(K)
     if slopes is not None:
-        s += alibi_bias(slopes, q_idx, k_idx).astype(s.dtype)
-    s += np.where(k_idx[None, :] <= q_idx[:, None], 0.0, -np.inf).astype(s.dtype)  # causal mask
+        s += alibi_bias(slopes, q_start + row0 + np.arange(R), np.arange(K)).astype(s.dtype)
+    # causal mask: row i (query q_start+row0+i) sees keys n <= q_start+row0+i, so only the
+    # last R keys can be masked, above the diagonal of that R x R corner
+    corner = s[..., K - R:]
+    corner += np.triu(np.full((R, R), -np.inf, dtype=s.dtype), 1)
     return s
 
 
 def _softmax(s):
     # s (..., K) -> P (computed in place in s), log-sum-exp (...)
-    # fmax, the max that skips NaN, because NumPy vectorises it and not max along a short
-    # last axis (several times faster here); a NaN score still makes its row NaN below.
-    m = np.fmax.reduce(s, axis=-1, keepdims=True)
+    m = np.max(s, axis=-1, keepdims=True)
     s -= m
     np.exp(s, out=s)
     total = s.sum(axis=-1, keepdims=True)
@@ -79,53 +90,76 @@ def attention_weights(q, k, slopes=None, q_start=0):
     return p
 
 
-def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=128):
+def _parts(B, H, slopes):
+    # [(index into (B,H,...) arrays, the slopes of those heads)]: the batch rows in parts, or
+    # the heads of a single sequence
+    threads = get_threads()
+    if B > 1 or H == 1:
+        return [((slice(a, b),), slopes) for a, b in split(B, threads)]
+    return [((slice(None), slice(a, b)), None if slopes is None else slopes[a:b])
+            for a, b in split(H, threads)]
+
+
+def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=64):
     # q (B,H,Tq,d), k (B,H,Tk,d), v (B,H,Tk,d), slopes (H,) for ALiBi or None -> out (B,H,Tq,d)
     B, H, Tq, _ = q.shape
     Tk = k.shape[-2]
-    if not use_chunked(impl, B, H, Tq, Tk, q.itemsize, chunk):
-        p, _ = _softmax(_scores(q, k, slopes, q_start, 0))
-        out = p @ v
-        return out, ("full", q, k, v, p, out, slopes, q_start, chunk)
+    keep = keeps_weights(impl, B, H, Tq, Tk, q.itemsize, chunk)
+    chunk = Tq if impl == "full" else chunk
     out = np.empty_like(q)
     lse = np.empty(q.shape[:-1], dtype=q.dtype)
-    for r0 in range(0, Tq, chunk):
-        r1 = min(r0 + chunk, Tq)
-        keys = q_start + r1  # rows r0..r1-1 see keys 0..q_start+r1-1 only
-        p, lse[..., r0:r1] = _softmax(_scores(q[..., r0:r1, :], k[..., :keys, :], slopes, q_start, r0))
-        out[..., r0:r1, :] = p @ v[..., :keys, :]
-    return out, ("chunked", q, k, v, lse, out, slopes, q_start, chunk)
+
+    def forward_part(part):
+        i, sl = part
+        kept = []
+        for r0 in range(0, Tq, chunk):
+            r1 = min(r0 + chunk, Tq)
+            keys = q_start + r1  # rows r0..r1-1 see keys 0..q_start+r1-1 only
+            p, lse[i][..., r0:r1] = _softmax(_scores(q[i][..., r0:r1, :], k[i][..., :keys, :], sl, q_start, r0))
+            out[i][..., r0:r1, :] = p @ v[i][..., :keys, :]
+            if keep:
+                kept.append(p)
+        return kept
+
+    parts = _parts(B, H, slopes)
+    kept = map_parts(forward_part, parts)
+    # p: each part's list of blocks of P, or None where the backward recomputes them from lse
+    return out, dict(parts=parts, q=q, k=k, v=v, p=kept if keep else None, lse=lse, out=out,
+                     q_start=q_start, chunk=chunk)
 
 
 def attention_backward(dout, cache):
     # dout (B,H,Tq,d) -> dq (B,H,Tq,d), dk (B,H,Tk,d), dv (B,H,Tk,d)
-    path, q, k, v, saved, out, slopes, q_start, chunk = cache
+    parts, q, k, v, out = cache["parts"], cache["q"], cache["k"], cache["v"], cache["out"]
+    kept, lse, q_start, chunk = cache["p"], cache["lse"], cache["q_start"], cache["chunk"]
+    Tq = q.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1])
     D = np.sum(dout * out, axis=-1, keepdims=True)
-    if path == "full":
-        p = saved
-        dv = np.swapaxes(p, -1, -2) @ dout
-        ds = dout @ np.swapaxes(v, -1, -2)  # dP, turned into dS = P * (dP - D) in place
-        ds -= D
-        ds *= p
-        return (ds @ k) * scale, (np.swapaxes(ds, -1, -2) @ q) * scale, dv
-    lse = saved
     dq = np.empty_like(q)
     dk = np.zeros_like(k)
     dv = np.zeros_like(v)
-    for r0 in range(0, q.shape[-2], chunk):
-        r1 = min(r0 + chunk, q.shape[-2])
-        keys = q_start + r1
-        qc, doc = q[..., r0:r1, :], dout[..., r0:r1, :]
-        p = _scores(qc, k[..., :keys, :], slopes, q_start, r0)
-        p -= lse[..., r0:r1, None]
-        np.exp(p, out=p)
-        dv[..., :keys, :] += np.swapaxes(p, -1, -2) @ doc
-        ds = doc @ np.swapaxes(v[..., :keys, :], -1, -2)
-        ds -= D[..., r0:r1, :]
-        ds *= p
-        dq[..., r0:r1, :] = (ds @ k[..., :keys, :]) * scale
-        dk[..., :keys, :] += (np.swapaxes(ds, -1, -2) @ qc) * scale
+
+    def backward_part(n):
+        i, sl = parts[n]
+        q_scaled, k_scaled = q[i] * scale, k[i] * scale  # dq and dk both carry 1/sqrt(d)
+        for b, r0 in enumerate(range(0, Tq, chunk)):
+            r1 = min(r0 + chunk, Tq)
+            keys = q_start + r1
+            doc = dout[i][..., r0:r1, :]
+            if kept is not None:
+                p = kept[n][b]
+            else:  # recompute P = exp(S - lse) from the log-sum-exp
+                p = _scores(q[i][..., r0:r1, :], k[i][..., :keys, :], sl, q_start, r0)
+                p -= lse[i][..., r0:r1, None]
+                np.exp(p, out=p)
+            dv[i][..., :keys, :] += np.swapaxes(p, -1, -2) @ doc
+            ds = doc @ np.swapaxes(v[i][..., :keys, :], -1, -2)  # dP, turned into dS = P * (dP - D)
+            ds -= D[i][..., r0:r1, :]
+            ds *= p
+            dq[i][..., r0:r1, :] = ds @ k_scaled[..., :keys, :]
+            dk[i][..., :keys, :] += np.swapaxes(ds, -1, -2) @ q_scaled[..., r0:r1, :]
+
+    map_parts(backward_part, range(len(parts)))
     return dq, dk, dv
 
 
@@ -144,7 +178,7 @@ def merge_heads(x):
 
 
 def self_attention_forward(x, wqkv, wo, n_head, cos=None, sin=None, slopes=None,
-                           past=None, impl="auto", chunk=128):
+                           past=None, impl="auto", chunk=64):
     # x (B,T,C), wqkv (C,3C), wo (C,C); cos/sin (T,d/2) or (H,T,d/2) rotate q and k (RoPE, FoPE);
     # slopes (H,) bias the scores (ALiBi); past = (k, v) each (B,H,Tp,d) already rotated, or None
     # -> out (B,T,C), cache; cache["present"] = (k, v) (B,H,Tp+T,d) for the next decoding step

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .attention import attention_backward, attention_forward, use_chunked
+from .attention import attention_backward, attention_forward, keeps_weights
 from .checkpoint import atomic_write
 from .config import POSITION_EMBEDDINGS, GPTConfig
 from .errors import UserError
@@ -284,14 +284,16 @@ def _attention_numpy(spec):
 
     def once(i):
         t0 = time.perf_counter()
-        _, cache = attention_forward(q, k, v)
+        _, cache = attention_forward(q, k, v, chunk=GPTConfig.attn_chunk)
         t1 = time.perf_counter()
         attention_backward(dout, cache)
         return t1 - t0, time.perf_counter() - t1
 
     forward, backward = _median_times(once, spec["warmup"], spec["steps"])
     B, H, T, _ = spec["shape"]
-    path = "chunked" if use_chunked("auto", B, H, T, T, q.itemsize) else "full"
+    chunk = GPTConfig.attn_chunk
+    kept = "P kept" if keeps_weights("auto", B, H, T, T, q.itemsize, chunk) else "P recomputed"
+    path = f"{-(-T // chunk)} blocks, {kept}"
     return dict(forward_s=forward, backward_s=backward, path=path)
 
 

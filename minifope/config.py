@@ -45,8 +45,11 @@ class GPTConfig:
     fope_zero_freq  what the non-rotating pairs get: 'identity' (cos=1, sin=0, the paper's
                     zero frequency) or 'authors' (cos=1, sin=1, the authors' padding)
     d_ff            SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 8
-    attn_impl       'auto' | 'full' | 'chunked' (query-chunked attention for long sequences)
-    attn_chunk      query rows per chunk on the chunked path
+    attn_impl       'auto' | 'full' | 'chunked': blocks of attn_chunk query rows whose
+                    attention weights are kept for the backward while they fit (auto), one
+                    block of all rows (full), or recomputed in the backward (chunked, for
+                    long sequences); see attention.py
+    attn_chunk      query rows per block
 
     validate() bounds the sizes before anything is allocated: the weights the model would
     hold (num_weights) by MAX_WEIGHTS, n_layer by MAX_LAYERS, FoPE's D by MAX_FOPE_DIM.
@@ -73,7 +76,7 @@ class GPTConfig:
     fope_zero_freq: str = "identity"
     d_ff: int = 0
     attn_impl: str = "auto"
-    attn_chunk: int = 128
+    attn_chunk: int = 64
     init_std: float = 0.02
     dtype: str = "float32"
     seed: int = 0

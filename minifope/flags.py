@@ -88,19 +88,20 @@ def add_threads_flag(p, note=""):
 
 
 def blas_threads(threads):
-    """A context in which NumPy's BLAS uses `threads` threads (None: leave it as it is).
+    """A context in which NumPy uses `threads` threads, for its BLAS and for minifope's parts
+    of a batch (parallel.threads; None: leave it as it is).
 
     The BLAS reads OPENBLAS_NUM_THREADS and its kin once, when NumPy is imported, which
     `python -m minifope` has done before it reads its flags; threadpoolctl changes the
-    running library's setting instead, and puts it back afterwards.
+    running library's setting instead, and it is put back afterwards.
     """
     if threads is None:
         return contextlib.nullcontext()
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
-    from threadpoolctl import threadpool_limits
+    from .parallel import threads as parallel_threads
 
-    return threadpool_limits(limits=threads, user_api="blas")
+    return parallel_threads(threads)
 
 
 # --- the train flags ---------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from .attention import self_attention_forward, self_attention_backward
 from .config import GPTConfig
 from .fope import (fope_coefficients, fope_coefficient_grads, fope_frequencies,
                    fope_num_rotating_pairs, fope_tables)
-from .layers import (cross_entropy_forward, cross_entropy_backward, embedding_forward,
+from .layers import (IGNORE_INDEX, cross_entropy_forward, cross_entropy_backward, embedding_forward,
                      embedding_backward, linear_forward, linear_backward, rmsnorm_forward,
                      rmsnorm_backward, swiglu_forward, swiglu_backward)
+from .parallel import get_threads, map_parts, split
 from .rope import rope_frequencies, rope_tables
 from .rope_scaling import scaled_rope_frequencies, yarn_attention_factor
 
@@ -103,7 +104,9 @@ class GPT:
         self.grads = {name: np.zeros_like(value) for name, value in params.items()}
         self.rope_w, self.rope_factor = rope_frequencies_of(config)
         self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
+        self.micro_batches = None  # forward's parts of a batch; None: one per thread (parallel.py)
         self._cache = None
+        self._part_grads = []  # gradients of micro-batches 1, 2, ..., summed into grads
 
     @staticmethod
     def param_shapes(config: GPTConfig):
@@ -143,6 +146,7 @@ class GPT:
                 raise ValueError(f"with_config({changes}) changes the parameters' shapes")
         other.params, other.buffers = self.params, self.buffers
         other.grads = {name: np.zeros_like(p) for name, p in other.params.items()}
+        other.micro_batches = self.micro_batches
         return other
 
     def num_params(self):
@@ -181,9 +185,10 @@ class GPT:
         """idx (B,T) ints -> (logits (B,T,V), loss float or None without targets).
 
         Positions run from pos_offset (plus what kv_cache already holds). With a KVCache the
-        call appends to it and cannot be followed by backward().
+        call appends to it and cannot be followed by backward(). The rows are computed in
+        self.micro_batches parts at once on threads (None: one part per thread, see
+        parallel.py); the loss is the mean over all counted targets either way.
         """
-        cfg = self.config
         idx = self._check_tokens("idx", idx)
         if targets is not None:
             targets = self._check_tokens("targets", targets, allow_ignore=True)
@@ -192,28 +197,45 @@ class GPT:
         T = idx.shape[1]
         start = pos_offset + (kv_cache.length if kv_cache is not None else 0)
         positions = start + np.arange(T)
-        P = self.params
+        tables = [self.rotary_tables(l, positions) for l in range(self.config.n_layer)]
+        self._cache = None
+        if kv_cache is not None:
+            logits, loss, _ = self._forward_rows(idx, targets, tables, kv_cache)
+            return logits, loss
 
+        # micro-batch i: n_i counted targets, mean loss L_i;  L = sum_i (n_i / n) L_i
+        parts = split(len(idx), self.micro_batches or get_threads())
+        rows = map_parts(lambda part: self._forward_rows(
+            idx[part[0]:part[1]], None if targets is None else targets[part[0]:part[1]], tables),
+            parts)
+        logits = rows[0][0] if len(rows) == 1 else np.concatenate([r[0] for r in rows])
+        if targets is None:
+            return logits, None
+        counts = [int((targets[a:b] != IGNORE_INDEX).sum()) for a, b in parts]
+        weights = [c / max(sum(counts), 1) for c in counts] if len(rows) > 1 else [1.0]
+        loss = float(sum(w * r[1] for w, r in zip(weights, rows)))
+        self._cache = ([r[2] for r in rows], weights, positions)
+        return logits, loss
+
+    def _forward_rows(self, idx, targets, tables, kv_cache=None):
+        # idx, targets (B,T) -> logits (B,T,V), loss (mean over counted targets) or None, cache
+        cfg, P = self.config, self.params
         x, emb_cache = embedding_forward(idx, P["wte"])
         block_caches = []
         for l in range(cfg.n_layer):
-            x, caches = self._block_forward(l, x, positions, kv_cache)
+            x, caches = self._block_forward(l, x, tables[l], kv_cache)
             block_caches.append(caches)
         h, nf = rmsnorm_forward(x, P["norm_f"])
         logits, head = linear_forward(h, P["lm_head"])
+        if targets is None:
+            return logits, None, None
+        loss, ce = cross_entropy_forward(logits, targets)
+        return logits, loss, (emb_cache, block_caches, nf, head, ce)
 
-        loss = None
-        self._cache = None
-        if targets is not None:
-            loss, ce = cross_entropy_forward(logits, targets)
-            if kv_cache is None:
-                self._cache = (emb_cache, block_caches, nf, head, ce, positions)
-        return logits, loss
-
-    def _block_forward(self, l, x, positions, kv_cache=None):
-        # x (B,T,C) -> x (B,T,C):  x + attn(rmsnorm(x)), then + swiglu(rmsnorm(x))
+    def _block_forward(self, l, x, tables, kv_cache=None):
+        # x (B,T,C), tables = (cos, sin) of block l -> x (B,T,C):  x + attn(rmsnorm(x)), then + swiglu(rmsnorm(x))
         cfg, P, p = self.config, self.params, f"blocks.{l}."
-        cos, sin = self.rotary_tables(l, positions)
+        cos, sin = tables
         h, n1 = rmsnorm_forward(x, P[p + "norm1"])
         past = kv_cache.layers[l] if kv_cache is not None else None
         a, attn = self_attention_forward(h, P[p + "attn.wqkv"], P[p + "attn.wo"], cfg.n_head,
@@ -238,8 +260,8 @@ class GPT:
         positions = pos_offset + np.arange(idx.shape[1])
         x, _ = embedding_forward(idx, self.params["wte"])
         for l in range(layer):
-            x, _ = self._block_forward(l, x, positions)
-        _, (_, attn, _, _) = self._block_forward(layer, x, positions)
+            x, _ = self._block_forward(l, x, self.rotary_tables(l, positions))
+        _, (_, attn, _, _) = self._block_forward(layer, x, self.rotary_tables(layer, positions))
         k_rot, v = attn["present"]
         return dict(q=attn["q"], k=attn["k"], v=v, q_rot=attn["q_rot"], k_rot=k_rot,
                     cos=attn["cos"], sin=attn["sin"])
@@ -248,11 +270,25 @@ class GPT:
         """Fill self.grads with d loss / d param for the last forward that had targets."""
         if self._cache is None:
             raise RuntimeError("backward() needs a forward(idx, targets) without kv_cache first")
-        cfg, G = self.config, self.grads
-        emb_cache, block_caches, nf, head, ce, positions = self._cache
+        caches, weights, positions = self._cache
+        # g = sum_i (n_i / n) g_i: micro-batch i's backward starts from dL/dL_i = n_i / n
+        while len(self._part_grads) < len(caches) - 1:
+            self._part_grads.append({name: np.zeros_like(g) for name, g in self.grads.items()})
+        grads = [self.grads] + self._part_grads[:len(caches) - 1]
+        map_parts(lambda part: self._backward_rows(*part, positions),
+                  list(zip(caches, weights, grads)))
+        for part in grads[1:]:
+            for name, g in self.grads.items():
+                g += part[name]
+        return self.grads
+
+    def _backward_rows(self, cache, dloss, G, positions):
+        # the gradients of dloss * (one forward's mean loss), written into the dict G
+        cfg = self.config
+        emb_cache, block_caches, nf, head, ce = cache
         learn_fope = cfg.pe == "fope" and cfg.fope_learnable
 
-        (dlogits,) = cross_entropy_backward(1.0, ce)
+        (dlogits,) = cross_entropy_backward(dloss, ce)
         dh, G["lm_head"][...] = linear_backward(dlogits, head)
         dx, G["norm_f"][...] = rmsnorm_backward(dh, nf)
         for l in reversed(range(cfg.n_layer)):
@@ -269,4 +305,3 @@ class GPT:
             dres, G[p + "norm1"][...] = rmsnorm_backward(dh, n1)
             dx += dres
         (G["wte"][...],) = embedding_backward(dx, emb_cache)
-        return G

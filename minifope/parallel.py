@@ -1,38 +1,49 @@
-"""A training batch as micro-batches on parallel threads: the NumPy engine's data parallelism.
+"""Threads for the NumPy engine: parts of a batch (or of an attention core) computed at once.
 
-    runner = MicroBatches(model, parts=2)
-    loss = runner.loss_and_grads(x, y)      # fills model.grads, as forward + backward would
-    runner.close()
+    from minifope import parallel
+    parallel.set_threads(2)              # default: as many as NumPy's BLAS uses
+    logits, loss = model.forward(x, y)   # the batch's rows in 2 parts, on 2 threads
+    model.backward()
 
-The rows of a batch are split into `parts` micro-batches of nearly equal size
-(np.array_split). Micro-batch i has n_i counted targets (those that are not IGNORE_INDEX),
-mean loss L_i and gradient g_i = dL_i/dtheta. The batch's mean loss and its gradient are
+Why threads help. NumPy releases the GIL inside its loops and its BLAS calls, so parts of
+a batch compute at once on separate cores. The BLAS alone would use every core for the
+matrix products but leave the elementwise work (softmax, norms, SwiGLU, the rotation) on
+one; split by rows, both kinds of work run in parallel. While parts run, the BLAS gets
+threads // workers threads in each, so that workers times BLAS threads never exceeds the
+threads asked for, and work inside a part never splits again (map_parts runs inline there).
+
+Where it is used: GPT.forward and GPT.backward split a batch's rows into GPT.micro_batches
+parts (one per thread when that is None), and the attention core splits its batch rows, or
+its heads for a single sequence, when it is called outside such a part (attention.py).
+
+What the numbers depend on. Micro-batch i has n_i counted targets (those that are not
+IGNORE_INDEX), mean loss L_i and gradient g_i. The batch's mean loss and gradient are
 
     L = sum_i n_i L_i / n,        g = sum_i (n_i / n) g_i,        n = sum_i n_i,
 
-which is what one forward and backward over the whole batch computes, up to float
-rounding: the same numbers in float64 to ~1e-15, and in float32 a different order of sums.
-The result depends on `parts`, never on the number of threads, so a run reproduces on any
-machine (TrainConfig.micro_batches fixes `parts`).
-
-Why threads help. Each micro-batch runs on its own view of the model (GPT.with_config:
-the same parameter arrays, its own gradients and caches), on its own thread. NumPy
-releases the GIL inside its loops and its BLAS calls, so the views compute at once on
-separate cores. The BLAS alone would use every core for the matrix products but leave
-the elementwise work (softmax, norms, SwiGLU, the rotation) on one; split by rows, both
-kinds of work run in parallel. While the workers run, the BLAS is given
-threads // workers threads each, so that workers times BLAS threads never exceeds the
-cores asked for.
+what one forward and backward over the whole batch computes, up to float rounding: the
+same numbers in float64 to ~1e-15, and in float32 a different order of sums. The result
+depends on the number of parts, never on the threads that run them, so the trainer fixes
+the parts (TrainConfig.micro_batches) and a run reproduces on a machine with other cores.
 """
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info
 
-from .layers import IGNORE_INDEX
+_settings = {"threads": None}  # set_threads; None: blas_thread_count(), read once
+_in_part = threading.local()  # .active is True on a thread running a part of map_parts
+_pools = {}  # workers -> ThreadPoolExecutor, kept for the life of the process
+_controller = None
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def blas_thread_count():
@@ -42,69 +53,116 @@ def blas_thread_count():
     return max(counts) if counts else usable_cpus()
 
 
-def usable_cpus():
-    """The CPUs this process may run on (its affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def get_threads():
+    """How many threads minifope's own parallel work may use: set_threads(n), else the BLAS's
+    thread count when first asked; 1 on a thread that is already running a part."""
+    if getattr(_in_part, "active", False):
+        return 1
+    if _settings["threads"] is None:
+        _settings["threads"] = blas_thread_count()
+    return _settings["threads"]
+
+
+def set_threads(n):
+    """Use up to n threads from now on, for the parts and for the BLAS between them."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    _settings["threads"] = n
+    _blas_limit(n)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """set_threads(n) for the body of a with-statement, then the previous setting back."""
+    before = get_threads()
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+def split(n, parts):
+    """[(start, stop), ...]: range(n) in min(parts, n) nearly equal slices (np.array_split's)."""
+    parts = max(1, min(parts, n))
+    edges = np.cumsum([0] + [len(a) for a in np.array_split(np.empty(n), parts)])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def map_parts(fn, items):
+    """[fn(item) for item in items], with up to get_threads() items at once on threads.
+
+    Inside fn, get_threads() is 1 (a part never splits again) and the BLAS has
+    get_threads() // workers threads; NumPy's error state (np.errstate) is the caller's.
+    """
+    items = list(items)
+    workers = min(len(items), get_threads())
+    if workers <= 1:
+        return [fn(item) for item in items]
+    err = np.geterr()
+
+    def part(item):
+        _in_part.active = True
+        try:
+            with np.errstate(**err):
+                return fn(item)
+        finally:
+            _in_part.active = False
+
+    pool = _pools.get(workers) or _pools.setdefault(workers, ThreadPoolExecutor(workers))
+    with _blas_limited(max(1, get_threads() // workers)):
+        return list(pool.map(part, items))
+
+
+def _blas():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def _blas_limit(n):
+    _blas().limit(limits=n, user_api="blas")
+
+
+@contextlib.contextmanager
+def _blas_limited(n):
+    with _blas().limit(limits=n, user_api="blas"):
+        yield
 
 
 class MicroBatches:
-    """Forward and backward of a batch as `parts` micro-batches, on up to `threads` threads.
-
-    threads: how many cores to use, None for blas_thread_count(). With parts == 1, or one
-    thread, the micro-batches run one after another on the calling thread.
+    """The trainer's step: forward and backward of a batch as `parts` micro-batches, on up to
+    `threads` threads (None: get_threads()). The same as GPT.forward and GPT.backward with
+    model.micro_batches = parts; a fixed `parts` makes the result independent of the threads.
     """
 
     def __init__(self, model, parts=2, threads=None):
         if not isinstance(parts, int) or parts < 1:
             raise ValueError(f"parts must be a positive integer, got {parts!r}")
         self.model, self.parts = model, parts
-        self.threads = threads or blas_thread_count()
+        self.threads = threads or get_threads()
         self.workers = min(parts, self.threads)
-        self.views = [model] if parts == 1 else [model.with_config() for _ in range(parts)]
-        self.pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 
     def loss_and_grads(self, x, y):
         """x, y (B,T) -> the batch's mean loss L; model.grads holds dL/dtheta."""
-        if self.parts == 1:
-            _, loss = self.model.forward(x, y)
-            self.model.backward()
-            return loss
         if len(x) < self.parts:
             raise ValueError(f"a batch of {len(x)} rows cannot be split into {self.parts} micro-batches")
-        xs, ys = np.array_split(x, self.parts), np.array_split(y, self.parts)
-        counts = [int((part != IGNORE_INDEX).sum()) for part in ys]
-        with self._blas_per_worker():
-            if self.pool is None:
-                losses = list(map(_forward_backward, self.views, xs, ys))
-            else:
-                losses = list(self.pool.map(_forward_backward, self.views, xs, ys))
-        n = max(sum(counts), 1)
-        weights = [c / n for c in counts]
-        for name, g in self.model.grads.items():
-            np.multiply(self.views[0].grads[name], weights[0], out=g)
-            for view, w in zip(self.views[1:], weights[1:]):
-                g += w * view.grads[name]
-        return float(sum(w * loss for w, loss in zip(weights, losses)))
-
-    def _blas_per_worker(self):
-        if self.workers == 1:
-            return contextlib.nullcontext()
-        return threadpool_limits(limits=max(1, self.threads // self.workers), user_api="blas")
+        saved = self.model.micro_batches
+        self.model.micro_batches = self.parts
+        try:
+            with threads(self.threads):
+                _, loss = self.model.forward(x, y)
+                self.model.backward()
+        finally:
+            self.model.micro_batches = saved
+        return loss
 
     def close(self):
-        if self.pool is not None:
-            self.pool.shutdown()
+        pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _forward_backward(view, x, y):
-    # np.errstate holds per thread: the trainer's "overflow shows as a non-finite loss" applies here too
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _, loss = view.forward(x, y)
-        view.backward()
-    return loss

@@ -1,4 +1,4 @@
-"""The attention core: the query-chunked path equals the full path and bounds the score memory."""
+"""The attention core: the blocked paths equal the full path and bound the score memory."""
 
 import tracemalloc
 
@@ -7,7 +7,7 @@ import pytest
 
 from minifope import alibi_slopes
 from minifope.attention import (AUTO_CHUNK_BYTES, attention_backward, attention_forward, attention_weights,
-                                use_chunked)
+                                keeps_weights, kept_bytes)
 from minifope.gradcheck import relative_error
 
 
@@ -25,23 +25,34 @@ def test_chunked_attention_equals_full_attention_forward_and_backward(Tq, Tk, ch
     q_start = Tk - Tq
     dout = np.random.default_rng(1).standard_normal(q.shape)
     full, full_cache = attention_forward(q, k, v, slopes, q_start, impl="full")
-    chunked, chunked_cache = attention_forward(q, k, v, slopes, q_start, impl="chunked", chunk=chunk)
-    assert full_cache[0] == "full" and chunked_cache[0] == "chunked"
-    assert relative_error(chunked, full) < 1e-12
-    for g_chunked, g_full in zip(attention_backward(dout, chunked_cache),
-                                 attention_backward(dout, full_cache)):
-        assert relative_error(g_chunked, g_full) < 1e-12
+    assert full_cache["p"] is not None and len(full_cache["p"][0]) == 1  # one block, P kept
+    for impl in ("chunked", "auto"):  # blocks of rows: P recomputed, or kept
+        chunked, chunked_cache = attention_forward(q, k, v, slopes, q_start, impl=impl, chunk=chunk)
+        assert (chunked_cache["p"] is None) == (impl == "chunked")
+        assert relative_error(chunked, full) < 1e-12
+        for g_chunked, g_full in zip(attention_backward(dout, chunked_cache),
+                                     attention_backward(dout, full_cache)):
+            assert relative_error(g_chunked, g_full) < 1e-12
 
 
-def test_auto_chunks_past_one_block_of_rows_or_above_the_size_threshold():
+def test_kept_bytes_counts_the_blocks_of_a_causal_square():
+    # T = 4 rows in blocks of 2: rows 0-1 see 2 keys, rows 2-3 see 4; 12 of the 16 scores
+    assert kept_bytes(1, 1, 4, 4, 4, chunk=2) == 12 * 4
+    assert kept_bytes(2, 3, 1, 9, 8, chunk=2) == 2 * 3 * 9 * 8  # one decoding step sees every key
+    assert kept_bytes(1, 1, 5, 5, 1, chunk=5) == 25
+
+
+def test_auto_keeps_the_weights_up_to_the_size_threshold():
     itemsize = 4
-    assert not use_chunked("auto", 4, 4, 128, 128, itemsize, chunk=128)
-    assert use_chunked("auto", 4, 4, 129, 129, itemsize, chunk=128)
-    rows = AUTO_CHUNK_BYTES // (itemsize * 65536)
-    assert use_chunked("auto", 1, 1, rows + 1, 65536, itemsize, chunk=4096)
-    assert not use_chunked("auto", 1, 1, 1, 65536, itemsize, chunk=128)  # one decoding step
-    assert use_chunked("chunked", 1, 1, 2, 2, itemsize)
-    assert not use_chunked("full", 64, 64, 4096, 4096, itemsize)
+    assert keeps_weights("auto", 4, 4, 256, 256, itemsize, chunk=32)
+    T = 8192  # 8192^2 / 2 float32 scores per head: 128 MiB
+    assert kept_bytes(1, 1, T, T, itemsize, 64) > AUTO_CHUNK_BYTES
+    assert not keeps_weights("auto", 1, 1, T, T, itemsize, chunk=64)
+    assert keeps_weights("auto", 1, 1, 1, 65536, itemsize, chunk=128)  # one decoding step
+    assert not keeps_weights("chunked", 1, 1, 2, 2, itemsize)
+    assert keeps_weights("full", 64, 64, 4096, 4096, itemsize)
+    with pytest.raises(ValueError, match="impl"):
+        keeps_weights("flash", 1, 1, 2, 2, itemsize)
 
 
 def _peak_bytes(fn):

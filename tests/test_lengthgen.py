@@ -44,7 +44,7 @@ def test_loss_by_length_gives_mean_perplexity_and_position_buckets():
     assert model.forward(w[:, :-1], w[:, 1:])[1] == pytest.approx(r["loss"], rel=1e-5)
 
 
-def test_sixteen_times_the_training_length_goes_through_the_chunked_path(monkeypatch):
+def test_sixteen_times_the_training_length_goes_through_blocks_of_rows(monkeypatch):
     import minifope.attention as A
 
     paths = []
@@ -52,14 +52,14 @@ def test_sixteen_times_the_training_length_goes_through_the_chunked_path(monkeyp
 
     def recording(*args, **kwargs):
         out, cache = real(*args, **kwargs)
-        paths.append(cache[0])
+        paths.append(-(-cache["q"].shape[-2] // cache["chunk"]))  # blocks of query rows
         return out, cache
 
     monkeypatch.setattr(A, "attention_forward", recording)
     model = GPT(GPTConfig(vocab_size=9, n_layer=1, n_head=2, d_model=16, train_len=16, attn_chunk=16))
     data = np.random.default_rng(2).integers(0, 9, 1000)
     loss_by_length(model, data, [16, 256], chars_per_length=256, progress=False)
-    assert set(paths[:-1]) == {"full"} and paths[-1] == "chunked"  # 2 batches at 16, 1 at 256
+    assert set(paths[:-1]) == {1} and paths[-1] == 16  # 16 chars in one block; 256 in 16
 
 
 def test_plots_return_figures():

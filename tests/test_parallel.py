@@ -6,15 +6,18 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from minifope import GPT
+from minifope import GPT, parallel
+from minifope.attention import attention_backward, attention_forward
 from minifope.parallel import MicroBatches, blas_thread_count
 from minifope.train import TrainConfig, check_resume, train
 
 from helpers import TEXT, tiny_config
 
 
-def whole_batch(model, x, y):
+def whole_batch(model, x, y, parts=1):
+    model.micro_batches = parts
     _, loss = model.forward(x, y)
+    model.micro_batches = None
     return loss, {name: g.copy() for name, g in model.backward().items()}
 
 
@@ -47,7 +50,7 @@ def test_one_part_is_exactly_forward_and_backward():
     x, y = uneven_batch(model.config)
     loss, grads = whole_batch(model, x, y)
     with MicroBatches(model, 1) as micro:
-        assert micro.pool is None and micro.loss_and_grads(x, y) == loss
+        assert micro.workers == 1 and micro.loss_and_grads(x, y) == loss
     for name, g in grads.items():
         assert np.array_equal(model.grads[name], g), name
 
@@ -99,3 +102,48 @@ def test_a_checkpoint_older_than_micro_batches_resumes():
     config, tc = tiny_config(), TrainConfig()
     saved_train = {k: v for k, v in dataclasses.asdict(tc).items() if k != "micro_batches"}
     check_resume(config.to_dict(), saved_train, config, tc, None, None)  # no conflict raised
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_plain_forward_splits_the_rows_one_part_per_thread(threads):
+    model = GPT(tiny_config(dtype="float32"))
+    x, y = uneven_batch(model.config)
+    loss, grads = whole_batch(model, x, y, parts=min(threads, len(x)))
+    with parallel.threads(threads):
+        assert parallel.get_threads() == threads
+        logits, plain_loss = model.forward(x, y)
+        model.backward()
+    assert plain_loss == loss
+    assert logits.shape == x.shape + (model.config.vocab_size,)
+    for name, g in grads.items():
+        assert np.array_equal(model.grads[name], g), name
+
+
+def test_a_part_never_splits_again():
+    seen = []
+    with parallel.threads(2):
+        parallel.map_parts(lambda i: seen.append((i, parallel.get_threads())), range(4))
+    assert sorted(seen) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+
+
+@pytest.mark.parametrize("B, H", [(3, 2), (1, 4), (1, 1)])
+def test_the_attention_core_gives_the_same_numbers_on_any_number_of_threads(B, H):
+    # batch rows in parts, or a single sequence's heads in parts (with ALiBi's slopes split too)
+    from minifope import alibi_slopes
+
+    rng = np.random.default_rng(0)
+    q, k, v, dout = (rng.standard_normal((B, H, 40, 8)).astype(np.float32) for _ in range(4))
+    results = []
+    for threads in (1, 2):
+        with parallel.threads(threads):
+            out, cache = attention_forward(q, k, v, alibi_slopes(H), chunk=16)
+            assert len(cache["parts"]) == min(threads, max(B, H) if B == 1 else B)
+            results.append((out, *attention_backward(dout, cache)))
+    for one, two in zip(*results):
+        assert np.array_equal(one, two)
+
+
+def test_set_threads_refuses_what_is_not_a_positive_integer():
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="positive integer"):
+            parallel.set_threads(bad)
