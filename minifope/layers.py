@@ -74,34 +74,42 @@ def rmsnorm_backward(dout, cache):
 def swiglu_forward(x, w_in, w_out):
     # x (..., C), w_in (C, 2F) = [W_gate | W_up], w_out (F, C) -> out (..., C)
     # out = (silu(x W_gate) * (x W_up)) W_out,  silu(a) = a * sigmoid(a)
-    a = x @ w_in
-    gate, up = np.split(a, 2, axis=-1)
-    sig = np.exp(-gate)
+    # Computed feature-major, a^T = W_in^T x^T of shape (2F, N) for the N = B*T rows: its
+    # gate and up halves are then contiguous blocks, which the elementwise passes walk in
+    # one run each (row-major, they would be interleaved strided halves, walked slower).
+    F = w_out.shape[0]
+    rows = x.reshape(-1, x.shape[-1])
+    a_t = w_in.T @ rows.T
+    gate, up = a_t[:F], a_t[F:]
+    sig = np.negative(gate)
+    np.exp(sig, out=sig)
     sig += 1.0
     np.reciprocal(sig, out=sig)  # sigmoid(gate) = 1 / (1 + exp(-gate)), in one buffer
     act = gate * sig
-    h = act * up
-    return h @ w_out, (x, w_in, w_out, gate, up, sig, act, h)
+    h_t = act * up
+    out = h_t.T @ w_out
+    return out.reshape(x.shape[:-1] + (w_out.shape[1],)), (rows, w_in, w_out, gate, up, sig, act, h_t)
 
 
 def swiglu_backward(dout, cache):
-    # dout (..., C) -> dx (..., C), dw_in (C, 2F), dw_out (F, C)
-    x, w_in, w_out, gate, up, sig, act, h = cache
-    dw_out = h.reshape(-1, h.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])
-    dh = dout @ w_out.T
-    da = np.empty(dh.shape[:-1] + (2 * dh.shape[-1],), dtype=dh.dtype)  # [dgate | dup]
-    dgate, dup = np.split(da, 2, axis=-1)
-    np.multiply(dh, act, out=dup)
+    # dout (..., C) -> dx (..., C), dw_in (C, 2F), dw_out (F, C); feature-major like the forward
+    rows, w_in, w_out, gate, up, sig, act, h_t = cache
+    drows = dout.reshape(-1, dout.shape[-1])
+    dw_out = h_t @ drows
+    dh_t = w_out @ drows.T
+    da_t = np.empty((2 * len(dh_t), dh_t.shape[1]), dtype=dh_t.dtype)  # [dgate; dup]
+    dgate, dup = da_t[:len(dh_t)], da_t[len(dh_t):]
+    np.multiply(dh_t, act, out=dup)
     # d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))), written straight into dgate
     np.subtract(1.0, sig, out=dgate)
     dgate *= gate
     dgate += 1.0
     dgate *= sig
     dgate *= up
-    dgate *= dh
-    dx = da @ w_in.T
-    dw_in = x.reshape(-1, x.shape[-1]).T @ da.reshape(-1, da.shape[-1])
-    return dx, dw_in, dw_out
+    dgate *= dh_t
+    dx = da_t.T @ w_in.T
+    dw_in = rows.T @ da_t.T
+    return dx.reshape(dout.shape[:-1] + (rows.shape[1],)), dw_in, dw_out
 
 
 # --- softmax cross-entropy --------------------------------------------------------------
