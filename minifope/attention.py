@@ -33,11 +33,12 @@ import numpy as np
 
 from .alibi import alibi_bias
 from .layers import linear_forward, linear_backward
-from .parallel import get_threads, map_parts, split
+from .parallel import map_parts, parts_for, split
 from .rope import apply_rotary, apply_rotary_backward, rotary_table_grads
 
 # 'auto' keeps each block's P for the backward while they take no more than this in all.
 AUTO_CHUNK_BYTES = 64 * 2**20
+MIN_PART_SCORES = 2**16  # the core is split into parts of at least this many scores (q.k pairs)
 
 
 def kept_bytes(B, H, Tq, Tk, itemsize, chunk):
@@ -90,10 +91,10 @@ def attention_weights(q, k, slopes=None, q_start=0):
     return p
 
 
-def _parts(B, H, slopes):
+def _parts(B, H, Tq, Tk, slopes):
     # [(index into (B,H,...) arrays, the slopes of those heads)]: the batch rows in parts, or
     # the heads of a single sequence
-    threads = get_threads()
+    threads = parts_for(B * H * Tq * Tk, MIN_PART_SCORES)
     if B > 1 or H == 1:
         return [((slice(a, b),), slopes) for a, b in split(B, threads)]
     return [((slice(None), slice(a, b)), None if slopes is None else slopes[a:b])
@@ -121,7 +122,7 @@ def attention_forward(q, k, v, slopes=None, q_start=0, impl="auto", chunk=64):
                 kept.append(p)
         return kept
 
-    parts = _parts(B, H, slopes)
+    parts = _parts(B, H, Tq, Tk, slopes)
     kept = map_parts(forward_part, parts)
     # p: each part's list of blocks of P, or None where the backward recomputes them from lse
     return out, dict(parts=parts, q=q, k=k, v=v, p=kept if keep else None, lse=lse, out=out,

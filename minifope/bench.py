@@ -76,6 +76,7 @@ SIZES = {  # name -> (GPTConfig fields, batch size)
     "large": (dict(d_model=512, n_layer=6, n_head=8, train_len=256), 8),
     "quick": (dict(d_model=32, n_layer=2, n_head=2, train_len=32), 4),
 }
+PLAIN_SIZE = (dict(d_model=256, n_layer=4, n_head=8, train_len=256), 8)  # the plain API's line
 FULL_SIZES = ("lesson", "default", "large")
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MEMORY_FACTOR = 16  # the memory figure evaluates one sequence of 16 x train_len characters
@@ -294,7 +295,7 @@ def _attention_numpy(spec):
     chunk = GPTConfig.attn_chunk
     kept = "P kept" if keeps_weights("auto", B, H, T, T, q.itemsize, chunk) else "P recomputed"
     path = f"{-(-T // chunk)} blocks, {kept}"
-    return dict(forward_s=forward, backward_s=backward, path=path)
+    return dict(forward_s=forward, backward_s=backward, seconds=forward + backward, path=path)
 
 
 def _attention_torch(spec):
@@ -314,7 +315,69 @@ def _attention_torch(spec):
         return t1 - t0, time.perf_counter() - t1
 
     forward, backward = _median_times(once, spec["warmup"], spec["steps"])
-    return dict(forward_s=forward, backward_s=backward)
+    return dict(forward_s=forward, backward_s=backward, seconds=forward + backward)
+
+
+def _plain_numpy(spec):
+    # model.forward(x, y); model.backward(), as the lessons call them: no trainer, no optimizer
+    config, B = _config(spec["fields"], spec["pe"]), spec["batch_size"]
+    model = GPT(config)
+    batches = _batches(config, B, spec["warmup"] + spec["steps"])
+
+    def once(i):
+        t0 = time.perf_counter()
+        model.forward(*batches[i])
+        model.backward()
+        return (time.perf_counter() - t0,)
+
+    (seconds,) = _median_times(once, spec["warmup"], spec["steps"])
+    return dict(seconds=seconds)
+
+
+def _plain_torch(spec):
+    # the same model in torch (minifope.torch, the same weights): forward, loss.backward()
+    import torch
+
+    from .torch import to_torch
+
+    config, B = _config(spec["fields"], spec["pe"]), spec["batch_size"]
+    model = to_torch(GPT(config))
+    batches = [tuple(map(torch.from_numpy, b))
+               for b in _batches(config, B, spec["warmup"] + spec["steps"])]
+
+    def once(i):
+        t0 = time.perf_counter()
+        _, loss = model(*batches[i])
+        loss.backward()
+        seconds = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+        return (seconds,)
+
+    (seconds,) = _median_times(once, spec["warmup"], spec["steps"])
+    return dict(seconds=seconds)
+
+
+def _demo_run(spec):
+    # one run of the demo (its first variant, seed 0), trained and evaluated in a new folder
+    import tempfile
+
+    from .experiment import DEMO_MAX_STEPS, ExperimentConfig, run_one
+
+    ec = ExperimentConfig(max_steps=DEMO_MAX_STEPS)
+    if spec["quick"]:
+        ec = ExperimentConfig(model=dict(d_model=16, n_layer=1, n_head=2, train_len=128),
+                              train=dict(ec.train, steps=20, warmup=2, eval_interval=10),
+                              multipliers=[1, 2], passkey_multipliers=[1], depths=[0.5], trials=2,
+                              eval_chars=256, retrieve_target=0)
+    label = ec.variants[0]
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        rows = run_one(ec, Path(out), label, 0)
+        seconds = time.perf_counter() - t0
+    model, train = ec.model, ec.train
+    return dict(seconds=seconds, variant=label, steps=rows[label]["steps"],
+                model=f"d{model['d_model']} L{model['n_layer']} H{model['n_head']} "
+                      f"T{model['train_len']} B{train['batch_size']}")
 
 
 def _memory(spec):
@@ -346,7 +409,8 @@ def _generation(spec):
 
 TASKS = {"peak_numpy": _peak_numpy, "peak_torch": _peak_torch, "train_numpy": _train_numpy,
          "train_torch": _train_torch, "attention_numpy": _attention_numpy,
-         "attention_torch": _attention_torch, "memory": _memory, "generation": _generation}
+         "attention_torch": _attention_torch, "plain_numpy": _plain_numpy, "plain_torch": _plain_torch,
+         "memory": _memory, "generation": _generation, "demo_run": _demo_run}
 
 
 def worker(spec_json):
@@ -411,11 +475,15 @@ def _ratio(numpy_seconds, torch_seconds):
 
 
 def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, steps=5, quick=False,
-              log=None):
+              log=None, rounds=2, demo_run=False):
     """Every measurement, each in its own subprocess; returns the results as a JSON-ready dict.
 
-    quick: a small matmul peak, and the memory and generation figures on the 'quick' model
-    (the full run uses the default trainer model, GPTConfig()). log(message) reports progress.
+    quick: a small matmul peak, and the plain-API, memory and generation figures on the
+    'quick' model (the full run uses PLAIN_SIZE and the default trainer model, GPTConfig()).
+    rounds: each NumPy / torch pair is measured this many times, alternating, and each
+    engine's fastest is kept, so that a burst of load on a shared machine does not land on
+    one side only. demo_run: also time one run of the demo end to end. log(message) reports
+    progress.
     """
     log = log or (lambda message: None)
     machine = machine_info()
@@ -435,6 +503,19 @@ def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, 
             failures.append(f"{what}: {result['error']}")
         return result
 
+    def fastest(what, task, spec):
+        # {engine: result}: task_numpy and task_torch, `rounds` times in turn; each one's fastest
+        best = {engine: None for engine in ("numpy", "torch")}
+        for r in range(rounds):
+            for engine in engines:
+                note = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+                result = measure(f"{what}, {engine}{note}", dict(task=f"{task}_{engine}", **spec))
+                kept = best[engine]
+                if kept is None or "error" in result or ("error" not in kept
+                                                         and result["seconds"] < kept["seconds"]):
+                    best[engine] = result if kept is None or "error" not in kept else kept
+        return best
+
     n = QUICK_PEAK_N if quick else PEAK_N
     peak = dict(n=n, repeats=PEAK_REPEATS, numpy_gflops=None, torch_gflops=None)
     for engine in engines:
@@ -451,10 +532,9 @@ def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, 
         row = dict(size=size, model=f"{_model_label(fields)} T{config.train_len} B{B}",
                    config=config.to_dict(), batch_size=B, tokens_per_step=B * config.train_len,
                    model_flops_per_step=flops, numpy=None, torch=None)
-        for engine in engines:
-            result = measure(f"training step, {size}, {engine}",
-                             dict(task=f"train_{engine}", fields=fields, batch_size=B, **timing))
-            if "error" not in result:
+        for engine, result in fastest(f"training step, {size}", "train",
+                                      dict(fields=fields, batch_size=B, **timing)).items():
+            if result is not None and "error" not in result:
                 result["gflops"] = flops / result["seconds"] / 1e9
                 result["utilisation"] = flops / result["seconds"] / peak_flops if peak_flops else None
             row[engine] = result
@@ -468,16 +548,22 @@ def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, 
         config = _config(fields, pe)
         shape = [B, config.n_head, config.train_len, config.head_dim]
         row = dict(size=size, shape=shape, flops=attention_flops(*shape), numpy=None, torch=None)
-        for engine in engines:
-            result = measure(f"attention core, {size}, {engine}",
-                             dict(task=f"attention_{engine}", shape=shape, **timing))
-            if "error" not in result:
-                result["seconds"] = result["forward_s"] + result["backward_s"]
+        for engine, result in fastest(f"attention core, {size}", "attention",
+                                      dict(shape=shape, **timing)).items():
+            if result is not None and "error" not in result:
                 result["gflops"] = row["flops"] / result["seconds"] / 1e9
             row[engine] = result
         row["numpy_over_torch_time"] = _ratio(row["numpy"].get("seconds"),
                                               (row["torch"] or {}).get("seconds"))
         attention.append(row)
+
+    fields, B = SIZES["quick"] if quick else PLAIN_SIZE
+    config = _config(fields, pe)
+    plain = dict(model=f"{_model_label(fields)} T{config.train_len} B{B}", config=config.to_dict(),
+                 batch_size=B, **fastest("model.forward + backward", "plain",
+                                         dict(fields=fields, batch_size=B, **timing)))
+    plain["numpy_over_torch_time"] = _ratio((plain["numpy"] or {}).get("seconds"),
+                                            (plain["torch"] or {}).get("seconds"))
 
     fields = SIZES["quick"][0] if quick else SIZES["default"][0]
     length = MEMORY_FACTOR * _config(fields, pe).train_len
@@ -498,11 +584,17 @@ def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, 
         if not generation["same_text"]:
             notes.append("generation: the cached and the recomputed greedy texts differ")
 
+    demo = None
+    if demo_run:
+        demo = measure("one demo run, trained and evaluated", dict(task="demo_run", quick=quick))
+
     if machine["load_average"] is not None:
         machine["load_average_end"] = list(os.getloadavg())
-    settings = dict(threads=threads, pe=pe, dtype="float32", warmup=warmup, steps=steps, quick=quick)
+    settings = dict(threads=threads, pe=pe, dtype="float32", warmup=warmup, steps=steps, quick=quick,
+                    rounds=rounds)
     return dict(machine=machine, settings=settings, notes=notes, failures=failures, peak=peak,
-                train=train, attention=attention, memory=memory, generation=generation)
+                train=train, attention=attention, plain=plain, memory=memory, generation=generation,
+                demo_run=demo)
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -543,7 +635,9 @@ def format_table(results):
         f"Python {m['python']}, numpy {m['numpy']} (BLAS: {m['blas'] or '?'}), "
         f"torch {m['torch'] or '-'}",
         f"median of {s['steps']} timed steps after {s['warmup']} warm-up; "
-        "each measurement in its own process",
+        "each measurement in its own process"
+        + (f"; the faster of {s['rounds']} rounds, NumPy and torch in turn" if s.get("rounds", 1) > 1
+           else ""),
         "",
         f"float32 matmul peak, {p['n']}x{p['n']}, best of {p['repeats']}: "
         f"numpy {_num(p['numpy_gflops'], '.1f')} GFLOP/s"
@@ -580,6 +674,14 @@ def format_table(results):
                         for key in ("forward_s", "backward_s")),
                       _num(row["numpy_over_torch_time"], ".2f")]
                      for row in results["attention"]])
+    plain = results["plain"]
+    lines += ["",
+              f"model.forward(x, y) + model.backward(), as the lessons call them (no trainer, no "
+              f"optimizer), {plain['model']}: minifope.GPT vs minifope.torch's model, loss.backward()"]
+    lines += _table(["", "numpy ms", "torch ms", "numpy/torch"],
+                    [["forward + backward", _cell(plain["numpy"], "seconds", ".1f", 1e3),
+                      _cell(plain["torch"], "seconds", ".1f", 1e3),
+                      _num(plain["numpy_over_torch_time"], ".2f")]], left=1)
     mem, g = results["memory"], results["generation"]
     lines += ["",
               f"peak resident memory, NumPy forward of 1 x {mem['length']} chars ({mem['model']}), "
@@ -595,6 +697,15 @@ def format_table(results):
                     [["with the KV cache", _cell(g, "with_cache_chars_per_s", ",.1f")],
                      ["without (recompute)", _cell(g, "without_cache_chars_per_s", ",.1f")]], left=1)
     lines.append(f"the cache is {_cell(g, 'speedup', '.1f')}x faster{same}")
+    demo = results.get("demo_run")
+    if demo is not None:
+        lines.append("")
+        if "error" in demo:
+            lines.append("one demo run: failed")
+        else:
+            lines.append(f"one demo run ({demo['variant']}, seed 0, {demo['model']}, {demo['steps']} steps, "
+                         f"then its evaluation), end to end on {s['threads']} thread(s): "
+                         f"{demo['seconds']:.0f} s ({demo['seconds'] / 60:.1f} min)")
     lines += [""] * bool(results["notes"] or results["failures"])
     lines += [f"note: {note}" for note in results["notes"]]
     lines += [f"failed: {failure}" for failure in results["failures"]]
@@ -615,6 +726,10 @@ def add_bench_flags(p):
     p.add_argument("--no-torch", action="store_true", help="time the NumPy engine only")
     p.add_argument("--warmup", type=int, help="untimed steps before timing (2; with --quick 1)")
     p.add_argument("--steps", type=int, help="timed steps; their median is reported (5; with --quick 3)")
+    p.add_argument("--rounds", type=int, help="measure each NumPy / torch pair this many times in turn "
+                   "and keep each one's fastest (2; with --quick 1)")
+    p.add_argument("--demo-run", action="store_true", help="also time one run of the demo, trained "
+                   "and evaluated (about a third of `demo` on one core: minutes; with --quick, seconds)")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH",
                    help="print the results as JSON instead of the table, or with PATH write them there")
 
@@ -634,6 +749,9 @@ def cmd_bench(args):
     threads = usable if args.threads is None else args.threads
     warmup = args.warmup if args.warmup is not None else 1 if args.quick else 2
     steps = args.steps if args.steps is not None else 3 if args.quick else 5
+    rounds = args.rounds if args.rounds is not None else 1 if args.quick else 2
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     if warmup < 0 or steps < 1:
@@ -642,7 +760,8 @@ def cmd_bench(args):
         check_json_path(Path(args.json))
     sizes = args.sizes or (["quick"] if args.quick else list(FULL_SIZES))
     results = run_bench(sizes, threads, args.pe, not args.no_torch, warmup, steps, args.quick,
-                        log=lambda message: print(message, file=sys.stderr, flush=True))
+                        log=lambda message: print(message, file=sys.stderr, flush=True), rounds=rounds,
+                        demo_run=args.demo_run)
     if args.json is not None and args.json != "-":
         atomic_write(args.json, lambda f: f.write((json.dumps(results, indent=2) + "\n").encode()))
     if args.json == "-":

@@ -204,7 +204,9 @@ def build_parser():
     p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 45 min on 2 "
                        "cores, by CPU)")
     # one process per embedding; at most 3500 steps keeps it under 15 minutes on 2 cores
-    add_experiment_flags(p, "runs/demo", default_jobs=3, default_max_steps=3500)
+    from .experiment import DEMO_MAX_STEPS
+
+    add_experiment_flags(p, "runs/demo", default_jobs=3, default_max_steps=DEMO_MAX_STEPS)
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")

@@ -78,6 +78,9 @@ def _parse_value(text):
     return text
 
 
+DEMO_MAX_STEPS = 3500  # the demo's cap on training on (ExperimentConfig.max_steps)
+
+
 @dataclass
 class ExperimentConfig:
     """What to train and how to evaluate it. The defaults are the demo's scale."""

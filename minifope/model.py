@@ -29,7 +29,7 @@ from .fope import (fope_coefficients, fope_coefficient_grads, fope_frequencies,
 from .layers import (IGNORE_INDEX, cross_entropy_forward, cross_entropy_backward, embedding_forward,
                      embedding_backward, linear_forward, linear_backward, rmsnorm_forward,
                      rmsnorm_backward, swiglu_forward, swiglu_backward)
-from .parallel import get_threads, map_parts, split
+from .parallel import map_parts, parts_for, split
 from .rope import rope_frequencies, rope_tables
 from .rope_scaling import scaled_rope_frequencies, yarn_attention_factor
 
@@ -43,6 +43,9 @@ def rope_frequencies_of(config):
         w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
     factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
     return w, factor
+
+
+MIN_PART_TOKENS = 512  # with micro_batches None, a batch is split only into parts this big
 
 
 class KVCache:
@@ -104,7 +107,8 @@ class GPT:
         self.grads = {name: np.zeros_like(value) for name, value in params.items()}
         self.rope_w, self.rope_factor = rope_frequencies_of(config)
         self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
-        self.micro_batches = None  # forward's parts of a batch; None: one per thread (parallel.py)
+        self.micro_batches = None  # forward's parts of a batch; None: one per thread (parallel.py),
+        # each of at least MIN_PART_TOKENS tokens
         self._cache = None
         self._part_grads = []  # gradients of micro-batches 1, 2, ..., summed into grads
 
@@ -186,8 +190,9 @@ class GPT:
 
         Positions run from pos_offset (plus what kv_cache already holds). With a KVCache the
         call appends to it and cannot be followed by backward(). The rows are computed in
-        self.micro_batches parts at once on threads (None: one part per thread, see
-        parallel.py); the loss is the mean over all counted targets either way.
+        self.micro_batches parts at once on threads (None: one part per thread, of at least
+        MIN_PART_TOKENS tokens each; see parallel.py); the loss is the mean over all counted
+        targets either way.
         """
         idx = self._check_tokens("idx", idx)
         if targets is not None:
@@ -204,7 +209,7 @@ class GPT:
             return logits, loss
 
         # micro-batch i: n_i counted targets, mean loss L_i;  L = sum_i (n_i / n) L_i
-        parts = split(len(idx), self.micro_batches or get_threads())
+        parts = split(len(idx), self.micro_batches or parts_for(idx.size, MIN_PART_TOKENS))
         rows = map_parts(lambda part: self._forward_rows(
             idx[part[0]:part[1]], None if targets is None else targets[part[0]:part[1]], tables),
             parts)

@@ -82,6 +82,12 @@ def threads(n):
         set_threads(before)
 
 
+def parts_for(work, least):
+    """How many parts to cut `work` units into: one per thread, but none with fewer than
+    `least` units (a thread's start and the GIL would cost more than the part saves)."""
+    return max(1, min(get_threads(), work // least))
+
+
 def split(n, parts):
     """[(start, stop), ...]: range(n) in min(parts, n) nearly equal slices (np.array_split's)."""
     parts = max(1, min(parts, n))

@@ -37,7 +37,7 @@ def test_attention_flops_count_the_unmasked_pairs():
 
 
 def test_quick_json_has_every_section_with_positive_numbers():
-    command = [sys.executable, "-m", "minifope.bench", "--quick", "--json", "--threads", "1"]
+    command = [sys.executable, "-m", "minifope.bench", "--quick", "--json", "--threads", "1", "--demo-run"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                             preexec_fn=lambda: os.nice(19))
     assert result.returncode == 0, result.stderr
@@ -66,6 +66,21 @@ def test_quick_json_has_every_section_with_positive_numbers():
         assert r["memory"][impl]["peak_mb"] > 0
     g = r["generation"]
     assert g["with_cache_chars_per_s"] > 0 and g["without_cache_chars_per_s"] > 0 and g["same_text"]
+    for engine in engines:
+        assert r["plain"][engine]["seconds"] > 0
+    assert r["demo_run"]["seconds"] > 0 and r["demo_run"]["steps"] == 20  # its quick recipe
+
+
+def test_each_engine_keeps_its_fastest_round(monkeypatch):
+    import minifope.bench as bench
+
+    seconds = iter([3.0, 5.0, 2.0, 6.0, 4.0, 1.0])  # numpy, torch in turn, three rounds
+    monkeypatch.setattr(bench, "run_worker", lambda spec, threads: dict(
+        seconds=next(seconds), tokens_per_s=1.0) if spec["task"].startswith("train") else {"error": "x"})
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object())
+    r = bench.run_bench(sizes=["quick"], rounds=3, quick=True)
+    assert r["train"][0]["numpy"]["seconds"] == 2.0 and r["train"][0]["torch"]["seconds"] == 1.0
+    assert r["plain"]["numpy"] == {"error": "x"}  # a failed measurement is not hidden by a later one
 
 
 def test_generation_without_cache_writes_what_the_cache_writes():

@@ -105,7 +105,10 @@ def test_a_checkpoint_older_than_micro_batches_resumes():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_the_plain_forward_splits_the_rows_one_part_per_thread(threads):
+def test_the_plain_forward_splits_the_rows_one_part_per_thread(threads, monkeypatch):
+    import minifope.model
+
+    monkeypatch.setattr(minifope.model, "MIN_PART_TOKENS", 1)  # the tiny batch is worth splitting
     model = GPT(tiny_config(dtype="float32"))
     x, y = uneven_batch(model.config)
     loss, grads = whole_batch(model, x, y, parts=min(threads, len(x)))
@@ -119,6 +122,22 @@ def test_the_plain_forward_splits_the_rows_one_part_per_thread(threads):
         assert np.array_equal(model.grads[name], g), name
 
 
+def test_a_batch_too_small_to_gain_from_threads_is_one_part(monkeypatch):
+    import minifope.model
+
+    model = GPT(tiny_config(dtype="float32"))
+    x, y = uneven_batch(model.config)  # 5 x 12 tokens
+    calls = []
+    real = model._forward_rows
+    monkeypatch.setattr(model, "_forward_rows", lambda *a: calls.append(len(a[0])) or real(*a))
+    with parallel.threads(2):
+        monkeypatch.setattr(minifope.model, "MIN_PART_TOKENS", 61)
+        model.forward(x, y)
+        monkeypatch.setattr(minifope.model, "MIN_PART_TOKENS", 30)
+        model.forward(x, y)
+    assert calls == [5, 3, 2]  # 60 tokens: one part below 61 a part, two parts of >= 30
+
+
 def test_a_part_never_splits_again():
     seen = []
     with parallel.threads(2):
@@ -127,10 +146,12 @@ def test_a_part_never_splits_again():
 
 
 @pytest.mark.parametrize("B, H", [(3, 2), (1, 4), (1, 1)])
-def test_the_attention_core_gives_the_same_numbers_on_any_number_of_threads(B, H):
+def test_the_attention_core_gives_the_same_numbers_on_any_number_of_threads(B, H, monkeypatch):
     # batch rows in parts, or a single sequence's heads in parts (with ALiBi's slopes split too)
+    import minifope.attention
     from minifope import alibi_slopes
 
+    monkeypatch.setattr(minifope.attention, "MIN_PART_SCORES", 1)
     rng = np.random.default_rng(0)
     q, k, v, dout = (rng.standard_normal((B, H, 40, 8)).astype(np.float32) for _ in range(4))
     results = []
