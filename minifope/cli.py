@@ -129,7 +129,7 @@ def cmd_experiment(args):
     return 0
 
 
-def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
+def add_experiment_flags(p, default_out, default_max_steps=None):
     p.add_argument("--out", type=path, default=default_out, help=f"experiment folder (default: {default_out})")
     p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
                    help="position embeddings to compare (default: rope fope alibi)")
@@ -165,11 +165,11 @@ def add_experiment_flags(p, default_out, default_jobs, default_max_steps=None):
     p.add_argument("--continue-steps", type=positive_int)
     p.add_argument("--data", type=path, help="training text: shakespeare (default) or a file")
     p.add_argument("--eval-data", type=path, help="evaluate the loss on this file instead (a data shift)")
-    p.add_argument("--jobs", type=positive_int, default=default_jobs,
-                   help=f"runs trained at once, each in its own process with one BLAS thread "
-                   f"(default: {default_jobs})")
+    p.add_argument("--jobs", type=positive_int,
+                   help="runs trained at once, each in its own process (default: one per core, at "
+                   "most one per run); the cores are shared among the runs still going")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_threads_flag(p, " with --jobs 1 (each of several jobs has one)")
+    add_threads_flag(p, ", shared among the jobs")
 
 
 def build_parser():
@@ -198,15 +198,15 @@ def build_parser():
                        description="Train each variant for each seed, evaluate loss by length and "
                        "passkey retrieval, write results.json, results.md and figures. Run it again "
                        "to resume an interrupted experiment.")
-    add_experiment_flags(p, "runs/experiment", default_jobs=2)
+    add_experiment_flags(p, "runs/experiment")
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 45 min on 2 "
                        "cores, by CPU)")
-    # one process per embedding; at most 3500 steps keeps it under 15 minutes on 2 cores
+    # the runs share the cores (run_experiment); at most 3500 steps a run
     from .experiment import DEMO_MAX_STEPS
 
-    add_experiment_flags(p, "runs/demo", default_jobs=3, default_max_steps=DEMO_MAX_STEPS)
+    add_experiment_flags(p, "runs/demo", default_max_steps=DEMO_MAX_STEPS)
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")

@@ -37,6 +37,7 @@ from .config import GPTConfig
 from .errors import UserError
 from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
 from .passkey import needle_grid, passkey_accuracy, plot_needle_grid
+from .parallel import get_threads, set_threads
 from .progress import RunBoard
 from .runfolder import RunFolder
 from .train import TrainConfig, train
@@ -280,7 +281,7 @@ def _extension_losses(model, ec, eval_tokens, N, kind, progress):
     return {"loss": out}
 
 
-def run_experiment(ec, out_dir, progress=True, jobs=1):
+def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
     """Train and evaluate everything ec asks for into out_dir; return the summary dict.
 
     Every setting, the texts and every run folder already in out_dir are checked first, so
@@ -288,10 +289,13 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
     runs (a second experiment on it is refused). progress shows a board with a line per
     run: its stage, step or evaluation count, loss and speed (progress.RunBoard).
 
-    jobs > 1 trains and evaluates that many runs at once, each in its own process with one
-    thread (its micro-batches one after the other): the cores stay busy through the
-    evaluations too, which run on one thread. The results are the same as with jobs=1,
-    since they depend on TrainConfig.micro_batches, not on the threads.
+    cores: how many cores to use (None: parallel.get_threads(), every core unless limited).
+    jobs: how many runs train and evaluate at once (None, as `experiment` and `demo` pass
+    unless told: one per core, at most one per run; 1: one after the other, in this process).
+    With jobs > 1 each run has its own process, and cores // min(jobs, runs not yet done)
+    threads: one each while every process has a run, more for the last runs when the others
+    are done, so that no core idles and none has two threads. The results are the same with
+    any jobs and cores, since they depend on TrainConfig.micro_batches, not on the threads.
     """
     ec.check()
     _check_texts(ec)
@@ -315,8 +319,10 @@ def run_experiment(ec, out_dir, progress=True, jobs=1):
 
         board = RunBoard([f"{label} seed{seed}" for label, seed in todo], enabled=progress)
         try:
+            cores = cores or get_threads()
+            jobs = jobs or min(len(todo), cores)
             if jobs > 1:
-                results = _run_in_processes(ec, out, todo, jobs, board)
+                results = _run_in_processes(ec, out, todo, jobs, cores, board)
             else:
                 results = [run_one(ec, out, label, seed,
                                    functools.partial(board.report, f"{label} seed{seed}"))
@@ -418,23 +424,42 @@ def run_one(ec, out, label, seed, progress=False):
     return rows
 
 
-_reports = None  # in a worker process: the queue its runs report their progress to
+_worker = {}  # in a worker process: the report queue, the count of runs not done, cores, jobs
 
 
-def _start_worker(queue):
-    global _reports
-    _reports = queue
+def _start_worker(queue, unfinished, cores, jobs):
+    _worker.update(queue=queue, unfinished=unfinished, cores=cores, jobs=jobs)
+
+
+def _fit_threads():
+    # cores // min(jobs, runs not yet done): the cores of the processes whose runs are done
+    # go to those still running; checked at every progress report, between steps
+    w = _worker
+    threads = max(1, w["cores"] // max(1, min(w["jobs"], w["unfinished"].value)))
+    if threads != get_threads():
+        set_threads(threads)
 
 
 def _run_one_in_worker(ec, out, label, seed):
     name = f"{label} seed{seed}"
-    return run_one(ec, out, label, seed, lambda *a, **info: _reports.put((name, a, info)))
+
+    def report(*args, **info):
+        _fit_threads()
+        _worker["queue"].put((name, args, info))
+
+    try:
+        _fit_threads()
+        return run_one(ec, out, label, seed, report)
+    finally:
+        with _worker["unfinished"].get_lock():
+            _worker["unfinished"].value -= 1
 
 
-def _run_in_processes(ec, out, todo, jobs, board):
-    """run_one for every (label, seed) of todo, `jobs` at a time in spawned processes with one
-    BLAS thread each; their progress reaches `board` through a queue. Ctrl-C or SIGTERM is
-    passed on to the workers, whose trainers save before they stop; then Stopped is raised."""
+def _run_in_processes(ec, out, todo, jobs, cores, board):
+    """run_one for every (label, seed) of todo, `jobs` at a time in spawned processes, each
+    with cores // min(jobs, runs not yet done) threads (_fit_threads); their progress
+    reaches `board` through a queue. Ctrl-C or SIGTERM is passed on to the workers, whose
+    trainers save before they stop; then Stopped is raised."""
     import concurrent.futures
     import multiprocessing
     import os
@@ -448,6 +473,7 @@ def _run_in_processes(ec, out, todo, jobs, board):
     os.environ.update(single_thread)  # spawned workers read these when they import NumPy
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
+    unfinished = context.Value("i", len(todo))
 
     def show():
         for item in iter(queue.get, None):
@@ -457,7 +483,7 @@ def _run_in_processes(ec, out, todo, jobs, board):
     listener = threading.Thread(target=show, daemon=True)
     listener.start()
     pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                                  initargs=(queue,))
+                                                  initargs=(queue, unfinished, cores, jobs))
     try:
         with StopOnSignals() as stop:
             futures = [pool.submit(_run_one_in_worker, ec, out, label, seed) for label, seed in todo]

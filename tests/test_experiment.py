@@ -150,6 +150,42 @@ def test_runs_in_parallel_processes_give_the_same_results(tmp_path):
     assert (tmp_path / "two/runs/alibi/seed0/eval.json").exists()
 
 
+def test_the_cores_go_to_the_runs_still_going(monkeypatch):
+    # 3 runs on 2 cores, 2 jobs: one thread each while both processes have a run, then the
+    # last run gets both cores
+    import multiprocessing
+
+    from minifope import experiment, parallel
+
+    unfinished = multiprocessing.Value("i", 3)
+    monkeypatch.setattr(experiment, "_worker", dict(unfinished=unfinished, cores=2, jobs=2))
+    seen = []
+    with parallel.threads(1):
+        for left in (3, 2, 1):
+            unfinished.value = left
+            experiment._fit_threads()
+            seen.append(parallel.get_threads())
+    assert seen == [1, 1, 2]
+
+
+def test_the_commands_choose_one_job_per_core_at_most_one_per_run(tmp_path, monkeypatch):
+    from minifope import experiment, parallel
+
+    chosen = []
+    monkeypatch.setattr(experiment, "_run_in_processes",
+                        lambda ec, out, todo, jobs, cores, board: chosen.append((jobs, cores)) or [
+                            {label: {}} for label, _ in todo])
+    monkeypatch.setattr(experiment, "run_one", lambda ec, out, label, seed, report: chosen.append(
+        ("in this process", label)) or {label: {}})
+    monkeypatch.setattr(experiment, "summarise", lambda *a: {})
+    monkeypatch.setattr(experiment, "write_report", lambda *a: None)
+    for cores, runs in ((2, 3), (4, 2), (1, 2)):
+        with parallel.threads(cores):
+            run_experiment(tiny(seeds=1, variants=["rope", "alibi", "nope"][:runs]),
+                           tmp_path / f"{cores}-{runs}", progress=False, jobs=None)
+    assert chosen == [(2, 2), (2, 4), ("in this process", "rope"), ("in this process", "alibi")]
+
+
 def test_rotating_variants_report_their_spectral_leakage(tmp_path):
     summary = run_experiment(tiny(seeds=1, variants=["rope", "fope", "alibi"]), tmp_path, progress=False)
     for label in ("rope", "fope"):
