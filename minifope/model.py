@@ -229,7 +229,8 @@ class GPT:
         block_caches = []
         for l in range(cfg.n_layer):
             x, caches = self._block_forward(l, x, tables[l], kv_cache)
-            block_caches.append(caches)
+            if targets is not None:  # kept for backward; without targets each layer's goes now
+                block_caches.append(caches)
         h, nf = rmsnorm_forward(x, P["norm_f"])
         logits, head = linear_forward(h, P["lm_head"])
         if targets is None:
