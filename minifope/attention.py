@@ -184,9 +184,7 @@ def self_attention_forward(x, wqkv, wo, n_head, cos=None, sin=None, slopes=None,
     # slopes (H,) bias the scores (ALiBi); past = (k, v) each (B,H,Tp,d) already rotated, or None
     # -> out (B,T,C), cache; cache["present"] = (k, v) (B,H,Tp+T,d) for the next decoding step
     qkv, qkv_cache = linear_forward(x, wqkv)
-    # each head's (T,d) block made contiguous once: the rotation and the core's products
-    # then walk whole rows instead of d-long runs strided by 3C
-    q, k, v = (np.ascontiguousarray(split_heads(t, n_head)) for t in np.split(qkv, 3, axis=-1))
+    q, k, v = (split_heads(t, n_head) for t in np.split(qkv, 3, axis=-1))
     if cos is not None:
         q_rot, k_rot = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     else:
