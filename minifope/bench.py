@@ -1,9 +1,9 @@
 """Benchmarks: the NumPy engine against the torch path on the CPU, measured in one run.
 
     python -m minifope bench [--quick] [--sizes lesson default large] [--threads N] [--pe rope]
-                             [--no-torch] [--json [PATH]]
+                             [--no-torch] [--rounds R] [--demo-run] [--json [PATH]]
 
-Five measurements, all in one run, so that the figures compare on one machine under one load:
+Six measurements, all in one run, so that the figures compare on one machine under one load:
 
 1. the float32 matmul peak: the best of a few np.matmul (and torch.mm) of 2048x2048 squares;
 2. a training step (forward, backward, global-norm clipping, AdamW), in tokens/second, for
@@ -15,11 +15,21 @@ Five measurements, all in one run, so that the figures compare on one machine un
 3. the attention core alone, forward and backward: minifope.attention against
    torch.nn.functional.scaled_dot_product_attention, causal, on the same (B,H,T,d) arrays
    (the bare core, without ALiBi's bias, whatever --pe says);
-4. the peak resident memory of evaluating one sequence of 16 x train_len characters with
+4. model.forward(x, y) + model.backward() as the lessons call them, no trainer and no
+   optimizer, at PLAIN_SIZE (d256, 8 heads, T256, batch 8), against the torch model's
+   forward and loss.backward() from the same weights;
+5. the peak resident memory of evaluating one sequence of 16 x train_len characters with
    attn_impl 'chunked' and with 'full';
-5. generation, greedy, in characters/second, from a 1024-character prompt, with the
+6. generation, greedy, in characters/second, from a 1024-character prompt, with the
    key/value cache (minifope.sample.generate) and without it (a full forward over the
    growing context for every new character).
+
+With --demo-run, also one run of the demo (its first variant, seed 0: training, then the
+whole evaluation) end to end, in a temporary folder: minutes, where the rest takes one or two.
+
+Every process imports minifope, so torch's run with the same allocator settings as NumPy's
+(malloc.py). Measurements 2 to 4 are taken --rounds times, NumPy and torch in turn, and each
+engine's fastest is kept: on a shared machine a burst of load then does not fall on one side.
 
 Timings are the median of --steps timed repetitions after --warmup untimed ones, float32
 on both sides, with the position embedding --pe.
@@ -41,9 +51,10 @@ Model FLOPs of one training step, forward and backward, matmuls only (see train_
     FLOPs = 6 * N_mm * B * T  +  12 * n_layer * C * B * T (T + 1) / 2
 
 with C = d_model, F = the SwiGLU hidden size, V = the vocabulary, B the batch, T the length.
-This is the work the model needs, not what an engine performs: NumPy's full attention path
-multiplies the whole T x T square and masks half of it. Utilisation = model FLOP/s divided
-by NumPy's measured matmul peak.
+This is the work the model needs, not what an engine performs: NumPy's blocked attention
+multiplies each block of query rows with every key up to the block's last row, so it does
+a little more than the causal half of the T x T square (3/4 of it at T = 128 and 5/8 at
+T = 256, in blocks of 64). Utilisation = model FLOP/s divided by NumPy's measured matmul peak.
 """
 
 import importlib.metadata
