@@ -382,11 +382,23 @@ def _demo_run(spec):
                               eval_chars=256, retrieve_target=0)
     label = ec.variants[0]
     with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
+        start = time.time()
         rows = run_one(ec, Path(out), label, 0)
-        seconds = time.perf_counter() - t0
+        seconds = time.time() - start
+        # the checkpoint is last written when training ends; the evaluation comes after
+        trained = (Path(out) / "runs" / label / "seed0" / "ckpt.npz").stat().st_mtime - start
     model, train = ec.model, ec.train
-    return dict(seconds=seconds, variant=label, steps=rows[label]["steps"],
+    steps = rows[label]["steps"]
+    train_tokens = steps * train["batch_size"] * model["train_len"]
+    N = model["train_len"]
+    # the tokens the evaluation reads: its windows of loss by length, its passkey prompts, and
+    # for a rotating embedding the 256 windows of N of the leakage measure (experiment._leakage)
+    eval_tokens = (sum(max(1, ec.eval_chars // (m * N)) * m * N for m in ec.multipliers)
+                   + ec.trials * len(ec.depths) * sum(m * N for m in ec.passkey_multipliers)
+                   + (256 * N if label in ("rope", "fope") else 0))
+    return dict(seconds=seconds, train_seconds=trained, eval_seconds=seconds - trained,
+                train_tokens_per_s=train_tokens / trained,
+                eval_tokens_per_s=eval_tokens / max(seconds - trained, 1e-9), variant=label, steps=steps,
                 model=f"d{model['d_model']} L{model['n_layer']} H{model['n_head']} "
                       f"T{model['train_len']} B{train['batch_size']}")
 
@@ -457,10 +469,19 @@ def machine_info():
     """The CPU, the core counts, the load, and the versions of Python, NumPy, its BLAS and torch."""
     cpu = platform.processor() or platform.machine()
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first CPU's
+        cpu = fields.get("model name", cpu)
+        # a VM may name only the brand: the family and model tell the generation apart
+        flags = fields.get("flags", "").split()
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+        detail = [f"family {fields['cpu family']}, model {fields['model']}"] if "cpu family" in fields else []
+        detail += [f"{fields['cpu MHz'].split('.')[0]} MHz"] if "cpu MHz" in fields else []
+        detail += [simd] if simd else []
+        if detail:
+            cpu = f"{cpu} ({', '.join(detail)})"
     except OSError:
         pass
     usable = usable_cpus()
@@ -717,6 +738,9 @@ def format_table(results):
             lines.append(f"one demo run ({demo['variant']}, seed 0, {demo['model']}, {demo['steps']} steps, "
                          f"then its evaluation), end to end on {s['threads']} thread(s): "
                          f"{demo['seconds']:.0f} s ({demo['seconds'] / 60:.1f} min)")
+            lines.append(f"  training {demo['train_seconds']:.0f} s ({demo['train_tokens_per_s']:,.0f} tokens/s, "
+                         f"forward and backward), evaluation {demo['eval_seconds']:.0f} s "
+                         f"({demo['eval_tokens_per_s']:,.0f} tokens/s, forward only)")
     lines += [""] * bool(results["notes"] or results["failures"])
     lines += [f"note: {note}" for note in results["notes"]]
     lines += [f"failed: {failure}" for failure in results["failures"]]

@@ -68,7 +68,9 @@ def test_quick_json_has_every_section_with_positive_numbers():
     assert g["with_cache_chars_per_s"] > 0 and g["without_cache_chars_per_s"] > 0 and g["same_text"]
     for engine in engines:
         assert r["plain"][engine]["seconds"] > 0
-    assert r["demo_run"]["seconds"] > 0 and r["demo_run"]["steps"] == 20  # its quick recipe
+    demo = r["demo_run"]
+    assert demo["steps"] == 20 and demo["seconds"] > demo["train_seconds"] > 0  # its quick recipe
+    assert demo["eval_tokens_per_s"] > 0 and demo["train_tokens_per_s"] > 0
 
 
 def test_each_engine_keeps_its_fastest_round(monkeypatch):
