@@ -1,4 +1,4 @@
-"""Causal multi-head self-attention: the core (full and query-chunked) and the layer around it.
+"""Causal multi-head self-attention: the core (in blocks of query rows) and the layer around it.
 
 Shapes: B batch, H heads, T time, d head_dim, C = H*d model width. Queries are the last
 Tq of the Tk key positions: query i sits at key index q_start + i (q_start = Tk - Tq, and

@@ -8,7 +8,8 @@ A model trained on windows of N characters is evaluated on windows of L = N x {1
 is kept, so one pass gives both the mean loss at each length (and its perplexity,
 exp(loss)) and the loss as a function of the position m, averaged over windows and
 over buckets of positions: the curve shows where past N the model breaks. Long windows
-go through the query-chunked attention (chosen automatically), so 16 x N fits in memory.
+go through the attention in blocks of query rows, with no weights kept for a backward
+(there is none here), so 16 x N fits in memory.
 """
 
 import math
