@@ -186,7 +186,9 @@ class CharTokenizer:
 
     def __init__(self, chars: str):
         if not chars or len(set(chars)) != len(chars):
-            raise UserError(f"a tokenizer needs distinct characters, got {chars!r}")
+            shown = chars if len(chars) <= 60 else chars[:60] + "..."
+            raise UserError(f"a tokenizer needs one or more distinct characters, got {len(chars)} "
+                            f"characters ({len(set(chars))} distinct): {shown!r}")
         self.chars = chars
         self._codes = np.array([ord(c) for c in chars], dtype=np.uint32)
         self._order = np.argsort(self._codes)  # encode looks code points up by bisection

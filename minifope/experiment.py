@@ -259,13 +259,12 @@ def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
 def _leakage(model, eval_tokens, N, n_windows=256):
     """Per layer, the mean share of query and key energy away from each rotating pair's own
     frequency (spectrum.model_leakage, over n_windows windows of N characters)."""
-    from .spectrum import model_leakage, pair_frequencies
+    from .spectrum import model_leakages, pair_frequencies
 
     windows = eval_windows(eval_tokens, N, n_windows)[:, :-1]
     rotating = np.nan_to_num(pair_frequencies(model)) > 0
     out = []
-    for layer in range(model.config.n_layer):
-        q, k = model_leakage(model, windows, layer)
+    for q, k in model_leakages(model, windows):
         out.append(dict(q=float(np.nanmean(q[rotating])), k=float(np.nanmean(k[rotating])),
                         q_per_pair=np.nan_to_num(q, nan=-1.0).tolist()))
     return out

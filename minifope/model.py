@@ -260,17 +260,24 @@ class GPT:
         (equal to q, k for alibi and nope); cos, sin: the tables used (None without rotation).
         For looking inside a trained model (spectra, attention maps); not for training.
         """
-        idx = self._check_tokens("idx", idx)
         if not 0 <= layer < self.config.n_layer:
             raise ValueError(f"layer must lie in [0, {self.config.n_layer}), got {layer}")
+        for l, inputs in enumerate(self.each_layers_attention_inputs(idx, pos_offset)):
+            if l == layer:
+                return inputs
+
+    def each_layers_attention_inputs(self, idx, pos_offset=0):
+        """attention_inputs(idx, l) for l = 0, 1, ..., yielded in turn from one forward pass
+        (where calling attention_inputs for every layer would redo the earlier layers)."""
+        idx = self._check_tokens("idx", idx)
         positions = pos_offset + np.arange(idx.shape[1])
         x, _ = embedding_forward(idx, self.params["wte"])
-        for l in range(layer):
-            x, _ = self._block_forward(l, x, self.rotary_tables(l, positions))
-        _, (_, attn, _, _) = self._block_forward(layer, x, self.rotary_tables(layer, positions))
-        k_rot, v = attn["present"]
-        return dict(q=attn["q"], k=attn["k"], v=v, q_rot=attn["q_rot"], k_rot=k_rot,
-                    cos=attn["cos"], sin=attn["sin"])
+        for l in range(self.config.n_layer):
+            x, (_, attn, _, _) = self._block_forward(l, x, self.rotary_tables(l, positions))
+            k_rot, v = attn["present"]
+            yield dict(q=attn["q"], k=attn["k"], v=v, q_rot=attn["q_rot"], k_rot=k_rot,
+                       cos=attn["cos"], sin=attn["sin"])
+            del attn  # the next layer's arrays replace this one's
 
     def backward(self):
         """Fill self.grads with d loss / d param for the last forward that had targets."""

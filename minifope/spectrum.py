@@ -167,6 +167,14 @@ def model_leakage(model, idx, layer):
     return pair_leakage(zq.mean(axis=0), w), pair_leakage(zk.mean(axis=0), w)
 
 
+def model_leakages(model, idx):
+    """[model_leakage(model, idx, l) for every layer l], from one forward pass."""
+    w = pair_frequencies(model)
+    return [(pair_leakage(as_complex(a["q_rot"]).mean(axis=0), w),
+             pair_leakage(as_complex(a["k_rot"]).mean(axis=0), w))
+            for a in model.each_layers_attention_inputs(idx)]
+
+
 def clean_sinusoids(w, M):
     """z_j(m) = exp(i w_j m): one frequency per pair, w (J,) -> (M, J). What RoPE puts in."""
     return np.exp(1j * np.arange(M)[:, None] * np.asarray(w, dtype=np.float64)[None, :])

@@ -232,3 +232,17 @@ def test_plots_return_a_figure():
     left, right = side_by_side.subplots(1, 2)
     assert plot_pair_spectra(clean_sinusoids(w, M), w, ax=left) is side_by_side
     assert plot_periods(np.r_[w, 0.0], 32, ax=right) is side_by_side
+
+
+def test_model_leakages_in_one_pass_equal_model_leakage_layer_by_layer():
+    from minifope import GPT, GPTConfig
+    from minifope.spectrum import model_leakage, model_leakages
+
+    model = GPT(GPTConfig(vocab_size=11, n_layer=3, n_head=2, d_model=16, train_len=16, pe="fope"))
+    idx = np.random.default_rng(0).integers(0, 11, (6, 16))
+    together = model_leakages(model, idx)
+    assert len(together) == 3
+    for layer, (q, k) in enumerate(together):
+        q1, k1 = model_leakage(model, idx, layer)
+        np.testing.assert_array_equal(q, q1)
+        np.testing.assert_array_equal(k, k1)
