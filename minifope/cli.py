@@ -201,7 +201,7 @@ def build_parser():
     add_experiment_flags(p, "runs/experiment")
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 45 min on 2 "
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 30 min on 2 "
                        "cores, by CPU)")
     # the runs share the cores (run_experiment); at most 3500 steps a run
     from .experiment import DEMO_MAX_STEPS

@@ -82,9 +82,9 @@ def fraction(text):
 # --- threads ----------------------------------------------------------------------------------
 
 def add_threads_flag(p, note=""):
-    p.add_argument("--threads", type=positive_int, help="cores for NumPy: its BLAS, and the "
-                   f"trainer's micro-batch threads{note} (default: OPENBLAS_NUM_THREADS / "
-                   "OMP_NUM_THREADS if set, else every core)")
+    p.add_argument("--threads", type=positive_int, help="cores for NumPy: its BLAS, and minifope's "
+                   f"threads for micro-batches and the attention core{note} (default: "
+                   "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else every core)")
 
 
 def blas_threads(threads):
