@@ -542,10 +542,10 @@ def run_bench(sizes=FULL_SIZES, threads=1, pe="rope", use_torch=True, warmup=2, 
             for engine in engines:
                 note = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
                 result = measure(f"{what}, {engine}{note}", dict(task=f"{task}_{engine}", **spec))
-                kept = best[engine]
-                if kept is None or "error" in result or ("error" not in kept
-                                                         and result["seconds"] < kept["seconds"]):
-                    best[engine] = result if kept is None or "error" not in kept else kept
+                kept = best[engine]  # a failure, once seen, is kept: a later success does not hide it
+                if kept is None or ("error" not in kept and ("error" in result
+                                                             or result["seconds"] < kept["seconds"])):
+                    best[engine] = result
         return best
 
     n = QUICK_PEAK_N if quick else PEAK_N

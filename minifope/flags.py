@@ -87,7 +87,7 @@ def add_threads_flag(p, note=""):
                    "OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else every core)")
 
 
-def blas_threads(threads):
+def numpy_threads(threads):
     """A context in which NumPy uses `threads` threads, for its BLAS and for minifope's parts
     of a batch (parallel.threads; None: leave it as it is).
 
@@ -257,7 +257,7 @@ def run_command(run, args):
     """run(args) -> exit status, with a user's mistake, a signal or a failing disk ending the
     command in one line (see the module's docstring)."""
     try:
-        with blas_threads(getattr(args, "threads", None)):
+        with numpy_threads(getattr(args, "threads", None)):
             status = run(args)
         sys.stdout.flush()
         return status

@@ -94,11 +94,12 @@ def swiglu_forward(x, w_in, w_out):
 def swiglu_backward(dout, cache):
     # dout (..., C) -> dx (..., C), dw_in (C, 2F), dw_out (F, C); feature-major like the forward
     rows, w_in, w_out, gate, up, sig, act, h_t = cache
+    F = w_out.shape[0]
     drows = dout.reshape(-1, dout.shape[-1])
     dw_out = h_t @ drows
     dh_t = w_out @ drows.T
-    da_t = np.empty((2 * len(dh_t), dh_t.shape[1]), dtype=dh_t.dtype)  # [dgate; dup]
-    dgate, dup = da_t[:len(dh_t)], da_t[len(dh_t):]
+    da_t = np.empty((2 * F, dh_t.shape[1]), dtype=dh_t.dtype)  # [dgate; dup]
+    dgate, dup = da_t[:F], da_t[F:]
     np.multiply(dh_t, act, out=dup)
     # d silu(a)/da = sigmoid(a) * (1 + a * (1 - sigmoid(a))), written straight into dgate
     np.subtract(1.0, sig, out=dgate)

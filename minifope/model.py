@@ -217,7 +217,7 @@ class GPT:
         if targets is None:
             return logits, None
         counts = [int((targets[a:b] != IGNORE_INDEX).sum()) for a, b in parts]
-        weights = [c / max(sum(counts), 1) for c in counts] if len(rows) > 1 else [1.0]
+        weights = [c / max(sum(counts), 1) for c in counts]
         loss = float(sum(w * r[1] for w, r in zip(weights, rows)))
         self._cache = ([r[2] for r in rows], weights, positions)
         return logits, loss
@@ -277,7 +277,6 @@ class GPT:
             k_rot, v = attn["present"]
             yield dict(q=attn["q"], k=attn["k"], v=v, q_rot=attn["q_rot"], k_rot=k_rot,
                        cos=attn["cos"], sin=attn["sin"])
-            del attn  # the next layer's arrays replace this one's
 
     def backward(self):
         """Fill self.grads with d loss / d param for the last forward that had targets."""

@@ -91,7 +91,8 @@ def parts_for(work, least):
 def split(n, parts):
     """[(start, stop), ...]: range(n) in min(parts, n) nearly equal slices (np.array_split's)."""
     parts = max(1, min(parts, n))
-    edges = np.cumsum([0] + [len(a) for a in np.array_split(np.empty(n), parts)])
+    size, longer = divmod(n, parts)  # the first `longer` slices get one more
+    edges = np.cumsum([0] + [size + (i < longer) for i in range(parts)])
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
@@ -116,7 +117,7 @@ def map_parts(fn, items):
             _in_part.active = False
 
     pool = _pools.get(workers) or _pools.setdefault(workers, ThreadPoolExecutor(workers))
-    with _blas_limited(max(1, get_threads() // workers)):
+    with _blas_limit(max(1, get_threads() // workers)):
         return list(pool.map(part, items))
 
 
@@ -128,13 +129,8 @@ def _blas():
 
 
 def _blas_limit(n):
-    _blas().limit(limits=n, user_api="blas")
-
-
-@contextlib.contextmanager
-def _blas_limited(n):
-    with _blas().limit(limits=n, user_api="blas"):
-        yield
+    # applied at once; used in a with-statement, the previous setting comes back at its end
+    return _blas().limit(limits=n, user_api="blas")
 
 
 class MicroBatches:

@@ -163,16 +163,19 @@ def model_leakage(model, idx, layer):
     it (damages 1 and 2) shows up as leakage. Content that does not average out over B
     sequences leaves a floor of about (spread^2 / B) / |mean|^2, so use many sequences.
     """
-    zq, zk, w = rotated_pair_signals(model, idx, layer)
-    return pair_leakage(zq.mean(axis=0), w), pair_leakage(zk.mean(axis=0), w)
+    return _mean_leakage(model.attention_inputs(idx, layer), pair_frequencies(model))
 
 
 def model_leakages(model, idx):
     """[model_leakage(model, idx, l) for every layer l], from one forward pass."""
     w = pair_frequencies(model)
-    return [(pair_leakage(as_complex(a["q_rot"]).mean(axis=0), w),
-             pair_leakage(as_complex(a["k_rot"]).mean(axis=0), w))
-            for a in model.each_layers_attention_inputs(idx)]
+    return [_mean_leakage(inputs, w) for inputs in model.each_layers_attention_inputs(idx)]
+
+
+def _mean_leakage(inputs, w):
+    # pair_leakage of the batch mean of one layer's rotated queries and keys (attention_inputs)
+    return (pair_leakage(as_complex(inputs["q_rot"]).mean(axis=0), w),
+            pair_leakage(as_complex(inputs["k_rot"]).mean(axis=0), w))
 
 
 def clean_sinusoids(w, M):
