@@ -10,6 +10,7 @@ ATTENTION_IMPLS = ("auto", "full", "chunked")
 FOPE_ZERO_FREQ = ("identity", "authors")
 DTYPES = ("float32", "float64")
 ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
+YARN_RAMPS = ("index", "rotations")
 
 # Bounds on sizes, checked by arithmetic before anything is allocated, so that a config
 # from a hand-edited or hostile checkpoint is refused in one line instead of exhausting memory.
@@ -36,6 +37,9 @@ class GPTConfig:
                     (rope_scaling.py), by the factor rope_scale = s
     rope_original_len  N for YaRN's ramp, the length the model was first trained at;
                     0 means train_len
+    rope_yarn_ramp  YaRN's ramp: 'index' (linear in the pair index, as YaRN's code and
+                    transformers compute it) or 'rotations' (linear in the turns within N,
+                    the YaRN paper's equation); rope_scaling.py
     rope_clip       zero RoPE's frequencies below 2*pi/train_len (FoPE's clip without its
                     Fourier series: the paper's "clip only" ablation)
     fope_sigma      sigma, the gain of FoPE's Gaussian coefficient noise (fope-spec section 3)
@@ -68,6 +72,7 @@ class GPTConfig:
     rope_scaling: str = "none"
     rope_scale: float = 1.0
     rope_original_len: int = 0
+    rope_yarn_ramp: str = "index"
     rope_clip: bool = False
     fope_sigma: float = 0.3
     fope_dim: int = 0
@@ -169,6 +174,9 @@ class GPTConfig:
         if self.rope_scaling not in ROPE_SCALINGS:
             raise ValueError(
                 f"rope_scaling must be one of {', '.join(ROPE_SCALINGS)}; got {self.rope_scaling!r}")
+        if self.rope_yarn_ramp not in YARN_RAMPS:
+            raise ValueError(
+                f"rope_yarn_ramp must be one of {', '.join(YARN_RAMPS)}; got {self.rope_yarn_ramp!r}")
         if not self.rope_scale >= 1.0:
             raise ValueError(f"rope_scale must be >= 1 (the factor L / N), got {self.rope_scale!r}")
         if self.pe != "rope" and (self.rope_scaling != "none" or self.rope_clip):

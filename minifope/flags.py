@@ -108,7 +108,7 @@ def numpy_threads(threads):
 
 MODEL_FLAGS = ("pe", "d_model", "n_layer", "n_head", "train_len", "dtype", "rope_theta",
                "fope_sigma", "fope_dim", "fope_learnable", "rope_scaling", "rope_scale",
-               "rope_clip", "fope_clip")  # each flag's dest is its GPTConfig field
+               "rope_yarn_ramp", "rope_clip", "fope_clip")  # each flag's dest is its GPTConfig field
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
                "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits",
                "passkey_loss", "micro_batches")  # and these are TrainConfig fields
@@ -148,6 +148,9 @@ def add_train_flags(p):
                    help="extend RoPE past its training length (with --rope-scale)")
     g.add_argument("--rope-scale", type=positive_float, help="s = target length / training length "
                    "(with --rope-scaling)")
+    g.add_argument("--rope-yarn-ramp", choices=["index", "rotations"], help="YaRN's ramp: linear in "
+                   "the pair index as YaRN's code and transformers compute it (index, the default) or "
+                   "in the turns within N, the YaRN paper's equation (rotations)")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=positive_int)
     g.add_argument("--batch-size", type=positive_int)

@@ -38,13 +38,14 @@ def rope_frequencies_of(config):
     """RoPE's w_j for this config (clipped and/or scaled as asked) and the factor on q and k."""
     N = config.rope_original_len or config.train_len
     w = scaled_rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
-                                config.rope_scale, N)
+                                config.rope_scale, N, config.rope_yarn_ramp)
     if config.rope_clip:
         w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
     factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
     return w, factor
 
 
+FOPE_STREAM = 1  # the second word of the FoPE coefficients' seed, [seed, FOPE_STREAM]
 MIN_PART_TOKENS = 512  # with micro_batches None, a batch is split only into parts this big
 
 
@@ -74,6 +75,9 @@ class GPT:
         self.config = config
         self.dtype = np.dtype(config.dtype)
         rng = np.random.default_rng(config.seed)
+        # FoPE's coefficients come from a stream of their own, so that one seed gives rope,
+        # fope, alibi and nope models the same initial value of every parameter they share
+        fope_rng = np.random.default_rng([config.seed, FOPE_STREAM])
         C, V, L, H = config.d_model, config.vocab_size, config.n_layer, config.n_head
         std, out_std = config.init_std, config.init_std / math.sqrt(2 * L)
 
@@ -96,7 +100,7 @@ class GPT:
             params[p + "mlp.w_in"] = normal((C, 2 * config.hidden_dim), std)
             params[p + "mlp.w_out"] = normal((config.hidden_dim, C), out_std)
             if config.pe == "fope":
-                ccos, csin = fope_coefficients(rng, H, len(self.fope_w), self.fope_J,
+                ccos, csin = fope_coefficients(fope_rng, H, len(self.fope_w), self.fope_J,
                                                config.fope_sigma)
                 store = params if config.fope_learnable else buffers
                 store[p + "fope.ccos"] = ccos.astype(self.dtype)

@@ -227,3 +227,25 @@ def test_with_config_shares_the_weights_and_applies_the_change():
     assert relative_error(same.forward(idx)[0], model.forward(idx)[0]) < 1e-12
     with pytest.raises(ValueError, match="shapes"):
         model.with_config(d_model=64, n_head=2)
+
+
+def test_one_seed_gives_every_position_embedding_the_same_shared_parameters():
+    # FoPE's coefficients have a stream of their own, so a rope/fope/alibi/nope comparison
+    # of one seed starts from the same weights: only the position embedding differs
+    base = dict(vocab_size=13, n_layer=2, n_head=2, d_model=16, train_len=32, seed=7)
+    models = {pe: GPT(GPTConfig(**base, pe=pe)) for pe in ("rope", "fope", "alibi", "nope")}
+    models["fope-authors"] = GPT(GPTConfig(**base, pe="fope", fope_zero_freq="authors"))
+    rope = models["rope"]
+    for name, model in models.items():
+        shared = set(model.params) & set(rope.params)
+        assert shared == set(rope.params), name  # every parameter of rope is in every model
+        for p in shared:
+            np.testing.assert_array_equal(model.params[p], rope.params[p], err_msg=f"{name} {p}")
+    fope = models["fope"]
+    assert fope.buffers["blocks.0.fope.ccos"].shape == (2, len(fope.fope_w), fope.fope_J)
+    # the coefficients differ between seeds and between layers, and do not repeat a weight's draws
+    other = GPT(GPTConfig(**{**base, "seed": 8}, pe="fope"))
+    assert not np.array_equal(other.buffers["blocks.0.fope.ccos"], fope.buffers["blocks.0.fope.ccos"])
+    assert not np.array_equal(fope.buffers["blocks.0.fope.ccos"], fope.buffers["blocks.1.fope.ccos"])
+    np.testing.assert_array_equal(models["fope-authors"].buffers["blocks.1.fope.csin"],
+                                  fope.buffers["blocks.1.fope.csin"])

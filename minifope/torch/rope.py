@@ -42,18 +42,18 @@ class RoPE(Float64Buffers):
     """
 
     def __init__(self, head_dim, theta=10000.0, train_len=128, scaling="none", scale=1.0,
-                 original_len=0, clip=False):
+                 original_len=0, clip=False, yarn_ramp="index"):
         super().__init__()
         config = GPTConfig(n_head=1, d_model=head_dim, train_len=train_len, rope_theta=theta,
                            rope_scaling=scaling, rope_scale=scale, rope_original_len=original_len,
-                           rope_clip=clip)
+                           rope_clip=clip, rope_yarn_ramp=yarn_ramp)
         w, self.factor = rope_frequencies_of(config)
         self.register_buffer("w", torch.tensor(w, dtype=torch.float64), persistent=False)
 
     @classmethod
     def from_config(cls, config):
         return cls(config.head_dim, config.rope_theta, config.train_len, config.rope_scaling,
-                   config.rope_scale, config.rope_original_len, config.rope_clip)
+                   config.rope_scale, config.rope_original_len, config.rope_clip, config.rope_yarn_ramp)
 
     def tables(self, positions):
         # positions (T,) -> COS, SIN (T, d/2) in float64
