@@ -372,14 +372,15 @@ def _demo_run(spec):
     # one run of the demo (its first variant, seed 0), trained and evaluated in a new folder
     import tempfile
 
-    from .experiment import DEMO_MAX_STEPS, ExperimentConfig, run_one
+    from .data import shakespeare
+    from .experiment import ExperimentConfig, demo_config, parse_variant, run_one
+    from .passkey import distance_grid
 
-    ec = ExperimentConfig(max_steps=DEMO_MAX_STEPS)
+    ec = demo_config()
     if spec["quick"]:
         ec = ExperimentConfig(model=dict(d_model=16, n_layer=1, n_head=2, train_len=128),
                               train=dict(ec.train, steps=20, warmup=2, eval_interval=10),
-                              multipliers=[1, 2], passkey_multipliers=[1], depths=[0.5], trials=2,
-                              eval_chars=256, retrieve_target=0)
+                              multipliers=[1, 2], passkey_multipliers=[1], prompts=2, eval_chars=256)
     label = ec.variants[0]
     with tempfile.TemporaryDirectory() as out:
         start = time.time()
@@ -393,9 +394,10 @@ def _demo_run(spec):
     N = model["train_len"]
     # the tokens the evaluation reads: its windows of loss by length, its passkey prompts, and
     # for a rotating embedding the 256 windows of N of the leakage measure (experiment._leakage)
-    eval_tokens = (sum(max(1, ec.eval_chars // (m * N)) * m * N for m in ec.multipliers)
-                   + ec.trials * len(ec.depths) * sum(m * N for m in ec.passkey_multipliers)
-                   + (256 * N if label in ("rope", "fope") else 0))
+    text = len(shakespeare()[1])
+    eval_tokens = (sum(max(1, min(ec.eval_chars // (m * N), text // (m * N + 1))) * m * N for m in ec.multipliers)
+                   + ec.prompts * sum(len(distance_grid(m * N, N)) * m * N for m in ec.passkey_multipliers)
+                   + (256 * N if parse_variant(label)["pe"] in ("rope", "fope") else 0))
     return dict(seconds=seconds, train_seconds=trained, eval_seconds=seconds - trained,
                 train_tokens_per_s=train_tokens / trained,
                 eval_tokens_per_s=eval_tokens / max(seconds - trained, 1e-9), variant=label, steps=steps,

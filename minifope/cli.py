@@ -99,14 +99,10 @@ def experiment_config(args, preset=None):
     if args.steps is not None and train.get("warmup", 0) > args.steps:
         train["warmup"] = args.steps // 10  # the preset's warmup, shortened to fit fewer steps
     changes = dict(variants=list(dict.fromkeys(variants)), model=model, train=train)
-    # the cap on training on: the command's (the demo's is lower), never below --steps
-    max_steps = getattr(args, "preset_max_steps", None) or ec.max_steps
-    changes["max_steps"] = max(max_steps, args.steps or 0)
     for flag, name in (("seeds", "seeds"), ("lengths", "multipliers"), ("passkey_lengths", "passkey_multipliers"),
-                       ("depths", "depths"), ("trials", "trials"), ("extend", "extend"),
+                       ("prompts", "prompts"), ("extend", "extend"),
                        ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
-                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars"),
-                       ("retrieve_target", "retrieve_target"), ("max_steps", "max_steps")):
+                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars")):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
     import dataclasses
@@ -121,43 +117,46 @@ def cmd_experiment(args):
     from .experiment import markdown_table, run_experiment
 
     start = time.time()
-    summary = run_experiment(experiment_config(args), args.out, progress=not args.quiet,
+    summary = run_experiment(experiment_config(args, args.preset()), args.out, progress=not args.quiet,
                              jobs=args.jobs)
     print(markdown_table(summary))
     print(f"results: {args.out}/results.json and results.md; figures: {args.out}/figure.png, "
-          f"needle_grid.png, loss_by_position.png ({time.time() - start:.0f} s)")
+          f"passkey_by_distance.png, retrieval_curves.png, loss_by_position.png "
+          f"({time.time() - start:.0f} s)")
     return 0
 
 
-def add_experiment_flags(p, default_out, default_max_steps=None):
+def add_experiment_flags(p, default_out, preset):
+    """The flags of `experiment` and `demo`; preset() -> the ExperimentConfig whose values the
+    unset flags keep (the defaults in the help are the experiment's)."""
+    from .experiment import ALIASES, DEFAULT_COMPARISON
+
+    p.set_defaults(preset=preset)
     p.add_argument("--out", type=path, default=default_out, help=f"experiment folder (default: {default_out})")
-    p.add_argument("--pe", nargs="+", choices=["rope", "fope", "alibi", "nope"],
-                   help="position embeddings to compare (default: rope fope alibi)")
+    p.add_argument("--pe", nargs="+", choices=list(ALIASES), metavar="VARIANT",
+                   help=f"variants to compare, in place of the default ({' '.join(DEFAULT_COMPARISON)}): "
+                   f"{', '.join(ALIASES)}")
     p.add_argument("--variants", nargs="+", metavar="V",
-                   help="more variants: clip-only, series-only, or NAME:field=value[,...]")
+                   help="more variants: any of --pe's, or NAME:field=value[,...]")
     p.add_argument("--sigma", nargs="+", type=nonnegative_float, help="FoPE sigma sweep (adds fope variants)")
     p.add_argument("--fope-dims", nargs="+", type=natural, help="FoPE D sweep (adds fope variants)")
-    p.add_argument("--seeds", type=positive_int, help="seeds per variant (mean and spread over them)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per variant (3)")
     p.add_argument("--d-model", type=positive_int)
     p.add_argument("--n-layer", type=positive_int)
     p.add_argument("--n-head", type=positive_int)
     p.add_argument("--train-len", type=positive_int, help="N, the training length")
-    p.add_argument("--steps", type=positive_int, help="steps every run trains (3000)")
-    p.add_argument("--retrieve-target", type=fraction, help="then train on, 500 steps at a time, until "
-                   "passkey accuracy at N on held-out prompts reaches this (0.9; 0: never)")
-    p.set_defaults(preset_max_steps=default_max_steps)
-    p.add_argument("--max-steps", type=positive_int,
-                   help=f"the most steps a run trains for that ({default_max_steps or 6000})")
+    p.add_argument("--steps", type=positive_int, help="the steps every run trains, the same for all (4000)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=fraction, help="share of each batch made of passkey prompts")
     p.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
                    "and the needle's second copy of the key)")
     p.add_argument("--lengths", nargs="+", type=positive_int, help="loss at N x these (1 2 4 8 16)")
-    p.add_argument("--eval-chars", type=positive_int, help="characters of evaluation text per length")
-    p.add_argument("--passkey-lengths", nargs="+", type=positive_int, help="passkey at N x these (1 2 4)")
-    p.add_argument("--depths", nargs="+", type=fraction, help="needle depths in [0, 1]")
-    p.add_argument("--trials", type=positive_int, help="passkey prompts per (length, depth) cell")
+    p.add_argument("--eval-chars", type=positive_int, help="characters of evaluation text per length, "
+                   "in non-overlapping windows (262144, or as much as the text holds)")
+    p.add_argument("--passkey-lengths", nargs="+", type=positive_int, help="passkey at N x these (1 2 4 8 16)")
+    p.add_argument("--prompts", type=positive_int, help="passkey prompts per (length, distance) cell and "
+                   "seed, each with a fresh key (32)")
     p.add_argument("--extend", nargs="+", choices=["pi", "ntk", "yarn"],
                    help="also evaluate RoPE under these scalings, s = L / N")
     p.add_argument("--continue-at", type=at_least_two, metavar="K",
@@ -198,15 +197,16 @@ def build_parser():
                        description="Train each variant for each seed, evaluate loss by length and "
                        "passkey retrieval, write results.json, results.md and figures. Run it again "
                        "to resume an interrupted experiment.")
-    add_experiment_flags(p, "runs/experiment")
+    from .experiment import ExperimentConfig, demo_config
+
+    add_experiment_flags(p, "runs/experiment", ExperimentConfig)
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (12 to 30 min on 2 "
-                       "cores, by CPU)")
-    # the runs share the cores (run_experiment); at most 3500 steps a run
-    from .experiment import DEMO_MAX_STEPS
-
-    add_experiment_flags(p, "runs/demo", default_max_steps=DEMO_MAX_STEPS)
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 15 min on 2 "
+                       "cores)", description="The experiment's design at a smaller scale: rope, fope "
+                       "as the authors ran it and alibi, one seed, lengths to 8N, 16 passkey prompts "
+                       "per cell (experiment.demo_config). The flags change it as they change experiment's.")
+    add_experiment_flags(p, "runs/demo", demo_config)
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")

@@ -1,56 +1,74 @@
 """The length-generalization experiment: train at N, evaluate at N x {1, 2, 4, 8, 16}.
 
-    run_experiment(ExperimentConfig(variants=["rope", "fope", "alibi"], seeds=3), "runs/exp")
+    run_experiment(ExperimentConfig(), "runs/lab")     # the default comparison, 3 seeds
 
 For every variant and seed a model is trained (train.py, passkey prompts mixed into the
-batches) into OUT/runs/<variant>/seed<k>/, for train["steps"] steps and then on, 500 at a
-time, until it retrieves the passkey at N (ExperimentConfig.retrieve_target), then evaluated:
+batches) into OUT/runs/<variant>/seed<k>/ for exactly train["steps"] steps: one fixed budget
+for every run, never stopped or extended on a metric. Every eval_interval steps the run's
+log.jsonl gets its validation loss and its passkey accuracy at N on the probe set
+(passkey.probe_accuracy: 32 fixed keys that no evaluation prompt uses), the retrieval curve.
+Then each run is evaluated:
 
-- the validation loss at each length L = N x multiplier, and per position (lengthgen.py);
-- passkey retrieval accuracy on a length x depth grid, greedy decoding (passkey.py);
+- the validation loss at each length L = N x multiplier and per position (lengthgen.py), on
+  the same non-overlapping windows for every model: eval_chars characters per length, or as
+  many as the text holds;
+- passkey retrieval by (length, distance) (passkey.passkey_by_distance): at every
+  L = N x passkey multiplier, the distances of passkey.distance_grid, `prompts` prompts per
+  cell, each with a fresh key from a generator seeded by the run's seed, so that the models
+  of one seed answer the same prompts;
 - for RoPE, optionally, the same weights under PI, NTK-aware or YaRN scaling with
   s = L / N at each length (rope_scaling.py), with no retraining;
 - optionally, the paper's Figure 3 setup: the trained RoPE model trained further at a
   longer length, once with YaRN and once switched to FoPE, from the same checkpoint.
 
-OUT/results.json holds every number (mean and standard deviation over seeds), OUT/results.md
-the table, and OUT/*.png the figures. Everything finished is kept: a crashed or stopped
-experiment, run again with the same command, resumes training where the checkpoints stop
-and skips every evaluation already written (eval.json per run).
+OUT/results.json holds every number with its sample sd over seeds and 95% interval, and the
+paired differences between variants (stats.py); OUT/results.md the tables, OUT/*.png the
+figures. Everything finished is kept: a crashed or stopped experiment, run again with the
+same command, resumes training where the checkpoints stop and skips every evaluation
+already written (eval.json per run). The learning rate is constant after warmup, so a
+larger --steps later trains every run on to the same point a longer run would have reached.
 
-Variants: a position embedding (rope, fope, alibi, nope), an ablation (clip-only: RoPE with
-FoPE's clip and no Fourier series; series-only: FoPE without the clip), or any of these
-with GPTConfig fields changed, written NAME:field=value[,field=value], e.g. fope:fope_sigma=0.1.
+Variants: a position embedding (rope, fope, alibi, nope; fope-authors is FoPE with the
+authors' padding of the non-rotating pairs, cos = sin = 1, as the paper's numbers were
+made; fope-identity, the same as fope, pads with the identity), an ablation (clip-only:
+RoPE with FoPE's clip and no Fourier series; series-only: FoPE without the clip), or any of
+these with GPTConfig fields changed, written NAME:field=value[,field=value], e.g.
+fope:fope_sigma=0.1.
 """
 
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import stats
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
 from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
-from .passkey import needle_grid, passkey_accuracy, plot_needle_grid
+from .passkey import has_repeated_digit, passkey_by_distance, probe_accuracy
 from .parallel import get_threads, set_threads
 from .progress import RunBoard
-from .runfolder import RunFolder
+from .runfolder import LOG_NAME, RunFolder
 from .train import TrainConfig, train
 
 ALIASES = {
     "rope": {"pe": "rope"},
     "fope": {"pe": "fope"},
+    "fope-authors": {"pe": "fope", "fope_zero_freq": "authors"},
+    "fope-identity": {"pe": "fope", "fope_zero_freq": "identity"},
     "alibi": {"pe": "alibi"},
     "nope": {"pe": "nope"},
     "clip-only": {"pe": "rope", "rope_clip": True},
     "series-only": {"pe": "fope", "fope_clip": False},
 }
 EXTENSIONS = ("pi", "ntk", "yarn")
+DEFAULT_COMPARISON = ["rope", "fope-authors", "fope-identity", "alibi", "nope"]
 
 
 def parse_variant(spec):
@@ -79,38 +97,28 @@ def _parse_value(text):
     return text
 
 
-DEMO_MAX_STEPS = 3500  # the demo's cap on training on (ExperimentConfig.max_steps)
-
-
 @dataclass
 class ExperimentConfig:
-    """What to train and how to evaluate it. The defaults are the demo's scale."""
+    """What to train and how to evaluate it. The defaults are the lab's default comparison;
+    demo_config() is the demo's smaller version of it."""
 
-    variants: list = field(default_factory=lambda: ["rope", "fope", "alibi"])
-    seeds: int = 1
+    variants: list = field(default_factory=lambda: list(DEFAULT_COMPARISON))
+    seeds: int = 3
     model: dict = field(default_factory=lambda: dict(d_model=64, n_layer=4, n_head=4, train_len=256))
-    train: dict = field(default_factory=lambda: dict(steps=3000, batch_size=16, lr=3e-3, min_lr=3e-3,
+    # a constant rate after warmup (min_lr = lr): see the module docstring
+    train: dict = field(default_factory=lambda: dict(steps=4000, batch_size=16, lr=3e-3, min_lr=3e-3,
                                                      warmup=50, passkey_frac=0.5,
-                                                     passkey_loss="keys", eval_interval=500,
+                                                     passkey_loss="keys", eval_interval=250,
                                                      eval_batches=8))
     multipliers: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    eval_chars: int = 32768
-    passkey_multipliers: list = field(default_factory=lambda: [1, 2, 4])
-    depths: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    trials: int = 8
+    eval_chars: int = 262144
+    passkey_multipliers: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    prompts: int = 32
     extend: list = field(default_factory=list)
     continue_factor: int = 0
     continue_steps: int = 200
     data: str = "shakespeare"
     eval_data: str | None = None
-    # The step budget: every run trains train["steps"], then on, extend_steps at a time,
-    # until its passkey accuracy at N on held-out prompts reaches retrieve_target (0: never
-    # extend), or max_steps. A run that has not learned to retrieve at N says nothing about
-    # retrieval past N, and when retrieval appears varies by seed (see the README).
-    # Not part of training_key: a run stopped under one rule is continued under another.
-    retrieve_target: float = 0.9
-    extend_steps: int = 500
-    max_steps: int = 6000
 
     def check(self):
         """Raise UserError naming the first setting that cannot work, before anything runs."""
@@ -126,40 +134,30 @@ class ExperimentConfig:
             fail("no variants to train")
         ints("seeds", [self.seeds], 1)
         ints("lengths (multipliers)", self.multipliers, 1)
-        ints("passkey lengths (passkey_multipliers)", self.passkey_multipliers, 1)
-        ints("trials", [self.trials], 1)
+        if self.passkey_multipliers:
+            ints("passkey lengths (passkey_multipliers)", self.passkey_multipliers, 1)
+        ints("prompts", [self.prompts], 1)
         ints("eval_chars", [self.eval_chars], 1)
         ints("continue_steps", [self.continue_steps], 1)
-        ints("extend_steps", [self.extend_steps], 1)
-        if not self.depths or not all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in self.depths):
-            fail(f"depths must be one or more numbers in [0, 1], got {self.depths!r}")
         factor = self.continue_factor
         if not (factor == 0 or (isinstance(factor, int) and factor >= 2)):
             fail(f"continue_factor must be 0 (off) or an integer >= 2, got {factor!r}")
         unknown = sorted(set(self.extend) - set(EXTENSIONS))
         if unknown:
             fail(f"unknown extension(s) {unknown}: choose among {', '.join(EXTENSIONS)}")
-        if not (isinstance(self.retrieve_target, (int, float)) and 0 <= self.retrieve_target <= 1):
-            fail(f"retrieve_target must lie in [0, 1], got {self.retrieve_target!r}")
         try:
             for label in self.variants:
                 GPTConfig(**{**self.model, **parse_variant(label)})
             tc = TrainConfig(**self.train)
         except (TypeError, ValueError) as e:
             fail(str(e))
-        if self.retrieve_target and tc.min_lr != tc.lr:
-            raise UserError("training on until a run retrieves needs a constant learning rate after "
-                            f"warmup (min_lr = lr; here {tc.min_lr} and {tc.lr}): a longer cosine "
-                            "would change the steps already taken. Or turn it off with --retrieve-target 0")
-        if not isinstance(self.max_steps, int) or self.max_steps < tc.steps:
-            fail(f"max_steps must be an integer >= steps ({tc.steps}), got {self.max_steps!r}")
         from .passkey import min_prompt_length
 
         need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1  # prompt and answer
         N = self.model.get("train_len", GPTConfig().train_len)
         windows = [N * m for m in self.passkey_multipliers]  # evaluated
         if round(tc.passkey_frac * tc.batch_size):
-            windows.append(N)  # trained
+            windows.append(N)  # trained, and probed
         if windows and min(windows) < need:
             fail(f"a passkey window of {min(windows)} characters is too short: the prompt and its "
                  f"answer need {need}. Use a longer --train-len or larger --passkey-lengths")
@@ -171,10 +169,24 @@ class ExperimentConfig:
 
     def eval_key(self):
         # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
-        keys = ("multipliers", "eval_chars", "passkey_multipliers", "depths", "trials", "eval_data")
-        # version 3: passkey prompts laid out as in training (passkey.prompt_length)
-        text = json.dumps({"version": 3, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
+        keys = ("multipliers", "eval_chars", "passkey_multipliers", "prompts", "eval_data")
+        # version 4: non-overlapping loss windows, passkey by distance with a fresh key per prompt
+        text = json.dumps({"version": 4, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def demo_config():
+    """The demo: the default comparison's design (fixed budget, fresh keys, distances,
+    intervals) scaled to about 15 minutes on 2 cores: rope, fope as the authors ran it and
+    alibi, one seed, DEMO_STEPS steps, lengths to 8N, 16 prompts per passkey cell."""
+    ec = ExperimentConfig(variants=["rope", "fope-authors", "alibi"], seeds=1,
+                          multipliers=[1, 2, 4, 8], passkey_multipliers=[1, 2, 4, 8], prompts=16,
+                          eval_chars=65536)
+    ec.train = dict(ec.train, steps=DEMO_STEPS)
+    return ec
+
+
+DEMO_STEPS = 2000
 
 
 def _slug(label):
@@ -194,7 +206,8 @@ def _read_cache(path):
     return stored if isinstance(stored, dict) else None
 
 
-def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None):
+def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None,
+               probe=None):
     """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
     or more. Returns (model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
@@ -204,55 +217,38 @@ def _train_run(run_dir, model_config, train_config, corpus, data_name, progress,
         if state.get("step", 0) >= train_config.steps:
             return model, tokenizer, state["step"]
     train(model_config, *corpus, train_config, out_dir=run_dir, resume=saved is not None,
-          data_name=data_name, progress=progress, init_from=init_from)
+          data_name=data_name, progress=progress, init_from=init_from, probe=probe)
     model, tokenizer, state, _ = load_checkpoint(ckpt)
     return model, tokenizer, state["step"]
 
 
-RETRIEVAL_FILE = "retrieval.json"
-RETRIEVAL_TRIALS, RETRIEVAL_SEED = 4, 4321  # held out: the evaluation's keys come from seed 1234
+def retrieval_curve(run_dir):
+    """[[step, passkey accuracy at N on the probe set], ...] from run_dir/log.jsonl, by step
+    (a step logged twice, by a run resumed from an earlier checkpoint, keeps its last value)."""
+    curve = {}
+    try:
+        lines = (Path(run_dir) / LOG_NAME).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a full disk or a kill
+        if isinstance(record, dict) and isinstance(record.get("probe"), (int, float)):
+            curve[record.get("step")] = float(record["probe"])
+    return [[step, curve[step]] for step in sorted(s for s in curve if isinstance(s, int))]
 
 
-def _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress):
-    """Train tc.steps; then, while passkey accuracy at N on held-out prompts (every depth of
-    ec.depths, RETRIEVAL_TRIALS keys each) is below ec.retrieve_target, train on to the next
-    multiple of ec.extend_steps past tc.steps, up to ec.max_steps. Every check is kept in
-    run_dir/retrieval.json ({step: accuracy}). Returns (model, tokenizer, step, reached):
-    reached is False for a run stopped at max_steps below the target, else True."""
-    model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress)
-    if not ec.retrieve_target or not round(tc.passkey_frac * tc.batch_size):
-        return model, tokenizer, step, True
-    path = run_dir / RETRIEVAL_FILE
-    checks = _read_cache(path) or {}
-    while True:
-        on_grid = (step - tc.steps) % ec.extend_steps == 0
-        if on_grid or step >= ec.max_steps:  # a check point (off it: an interrupted extension)
-            if str(step) not in checks:
-                accuracy = passkey_accuracy(model, tokenizer, config.train_len, ec.depths,
-                                            RETRIEVAL_TRIALS, seed=RETRIEVAL_SEED)
-                checks[str(step)] = float(accuracy.mean())
-                _write_json(path, checks)
-            reached = checks[str(step)] >= ec.retrieve_target
-            if reached or step >= ec.max_steps:
-                return model, tokenizer, step, reached
-        target = min(tc.steps + ((step - tc.steps) // ec.extend_steps + 1) * ec.extend_steps,
-                     ec.max_steps)  # the next check point
-        model, tokenizer, step = _train_run(run_dir, config, dataclasses.replace(tc, steps=target),
-                                            corpus, ec.data, progress)
-
-
-def _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress, passkey=True):
+def _evaluate_run(model, tokenizer, ec, eval_tokens, N, seed, progress, passkey=True):
     lengths = [N * m for m in ec.multipliers]
     result = {"loss": {str(L): r for L, r in loss_by_length(model, eval_tokens, lengths,
                                                            ec.eval_chars, progress=progress).items()}}
     if model.config.pe in ("rope", "fope"):
         result["leakage"] = _leakage(model, eval_tokens, N)
-    if passkey:
-        pk_lengths = [N * m for m in ec.passkey_multipliers]
-        grid = needle_grid(model, tokenizer, pk_lengths, ec.depths, ec.trials, seed=1234,
-                           progress=progress)
-        result["passkey"] = {"lengths": pk_lengths, "depths": ec.depths, "trials": ec.trials,
-                             "grid": grid.tolist()}
+    if passkey and ec.passkey_multipliers:
+        result["passkey"] = passkey_by_distance(model, tokenizer, [N * m for m in ec.passkey_multipliers],
+                                                N, ec.prompts, seed, progress=progress)
     return result
 
 
@@ -311,7 +307,8 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
             if not isinstance(previous, dict) or previous.get("training") != training:
                 raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
                                 "use another --out, or the same settings to resume it")
-        todo = [(label, seed) for label in ec.variants for seed in range(ec.seeds)]
+        # seed by seed, so that a stopped experiment has whole comparisons for its first seeds
+        todo = [(label, seed) for seed in range(ec.seeds) for label in ec.variants]
         for label, seed in todo:
             _check_run_folder(_run_dir(out, label, seed), _run_configs(ec, label, seed), ec.data)
         _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
@@ -407,19 +404,24 @@ def run_one(ec, out, label, seed, progress=False):
     corpus = load_corpus(ec.data)
     eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
     run_dir = _run_dir(out, label, seed)
-    model, tokenizer, step, reached = _train_until_it_retrieves(run_dir, config, tc, ec, corpus, progress)
+    probe = None
+    if round(tc.passkey_frac * tc.batch_size):
+        def probe(model, tokenizer):
+            return probe_accuracy(model, tokenizer, N, tc.passkey_digits)
+    model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress, probe=probe)
     eval_tokens = tokenizer.encode(eval_text)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
-                                                                        eval_tokens, N, progress))}
+                                                                        eval_tokens, N, seed, progress))}
+    rows[label]["curve"] = retrieval_curve(run_dir)
     if config.pe == "rope" and not config.rope_clip:
         for kind in ec.extend:
             rows[f"{label}+{kind}"] = _cached_eval(
                 run_dir, ec, step, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
                 name=f"eval-{kind}")
     # the same weights in every row
-    rows = {name: {**result, "steps": step, "reached": reached} for name, result in rows.items()}
+    rows = {name: {**result, "steps": step} for name, result in rows.items()}
     if config.pe == "rope" and not config.rope_clip and ec.continue_factor:
-        rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress))
+        rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progress))
     return rows
 
 
@@ -529,7 +531,7 @@ def _cached_eval(run_dir, ec, step, compute, name="eval"):
     return result
 
 
-def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress):
+def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progress):
     """Figure 3: from the trained RoPE checkpoint, train on at factor * N with YaRN, and with FoPE."""
     longer = N * ec.continue_factor
     source = load_checkpoint(run_dir)[0].config
@@ -547,88 +549,218 @@ def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, progress):
         model, tokenizer, step = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
                                             init_from=run_dir)
         rows[name] = _cached_eval(
-            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, progress))
+            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, seed, progress))
     return rows
 
 
+RETRIEVES = 0.9  # "retrieves at N": evaluation accuracy at N of at least this
+
+
 def summarise(runs, ec, N):
-    """Mean and standard deviation over seeds of every number, per variant."""
-    summary = {"train_len": N, "seeds": ec.seeds, "variants": {}}
+    """Every number with its interval over seeds (stats.py), per variant, and the paired
+    differences between variants. runs: {variant: {seed: run_one's result}}."""
+    summary = {"train_len": N, "seeds": ec.seeds, "steps": ec.train.get("steps"), "level": stats.LEVEL,
+               "variants": {}, "differences": []}
     for label, by_seed in runs.items():
         seeds = sorted(by_seed)
-        entry = {"seeds": seeds, "loss": {}}
-        if all("steps" in by_seed[s] for s in seeds):
-            entry["steps"] = [by_seed[s]["steps"] for s in seeds]
-            entry["reached"] = [by_seed[s].get("reached", True) for s in seeds]
-        lengths = sorted({int(L) for s in seeds for L in by_seed[s]["loss"]})
-        for L in lengths:
+        first = by_seed[seeds[0]]
+        entry = {"seeds": seeds, "steps": [by_seed[s].get("steps") for s in seeds], "loss": {}}
+        for L in sorted({int(L) for s in seeds for L in by_seed[s]["loss"]}):
             values = [by_seed[s]["loss"][str(L)]["loss"] for s in seeds]
             curves = np.array([by_seed[s]["loss"][str(L)]["bucket_loss"] for s in seeds])
-            entry["loss"][str(L)] = dict(mean=float(np.mean(values)), std=float(np.std(values)),
-                                         values=values,
-                                         bucket_edges=by_seed[seeds[0]]["loss"][str(L)]["bucket_edges"],
+            entry["loss"][str(L)] = dict(stats.t_interval(values), values=values,
+                                         n_windows=first["loss"][str(L)]["n_windows"],
+                                         bucket_edges=first["loss"][str(L)]["bucket_edges"],
                                          bucket_loss=curves.mean(axis=0).tolist())
         if all("passkey" in by_seed[s] for s in seeds):
-            grids = np.array([by_seed[s]["passkey"]["grid"] for s in seeds])  # (seeds, lengths, depths)
-            by_length = grids.mean(axis=2)
-            first = by_seed[seeds[0]]["passkey"]
-            entry["passkey"] = dict(lengths=first["lengths"], depths=first["depths"],
-                                    trials=first["trials"], mean=by_length.mean(axis=0).tolist(),
-                                    std=by_length.std(axis=0).tolist(),
-                                    grid=grids.mean(axis=0).tolist())
+            entry["passkey"] = _passkey_summary([by_seed[s]["passkey"] for s in seeds])
+            at_n = [float(np.mean(by_seed[s]["passkey"]["correct"][0])) for s in seeds]
+            if first["passkey"]["lengths"][0] == N:
+                entry["accuracy_at_N"] = at_n
+                entry["retrieves_at_N"] = [a >= RETRIEVES for a in at_n]
+        if all(by_seed[s].get("curve") for s in seeds):
+            entry["curves"] = {str(s): by_seed[s]["curve"] for s in seeds}
         if all("leakage" in by_seed[s] for s in seeds):
-            layers = len(by_seed[seeds[0]]["leakage"])
+            layers = len(first["leakage"])
             entry["leakage"] = [dict(q=float(np.mean([by_seed[s]["leakage"][l]["q"] for s in seeds])),
                                      k=float(np.mean([by_seed[s]["leakage"][l]["k"] for s in seeds])))
                                 for l in range(layers)]
         summary["variants"][label] = entry
+    for a, b in itertools.combinations(runs, 2):
+        summary["differences"].append(_paired(a, runs[a], b, runs[b]))
     return summary
 
 
+def _passkey_summary(per_seed):
+    """Accuracy per length and per (length, distance) with intervals, and split by whether the
+    key has a repeated digit. per_seed: passkey_by_distance's results of one variant, by seed."""
+    first = per_seed[0]
+    out = dict(lengths=first["lengths"], distances=first["distances"], prompts=len(first["keys"][0][0]),
+               by_length=[], cells=[], repeated=[])
+    for i, L in enumerate(first["lengths"]):
+        correct = np.array([r["correct"][i] for r in per_seed])  # (seeds, distances, prompts)
+        keys = np.array([r["keys"][i] for r in per_seed])
+        out["by_length"].append(stats.accuracy_interval(correct.reshape(len(per_seed), -1)))
+        out["cells"].append([stats.accuracy_interval(correct[:, j]) for j in range(correct.shape[1])])
+        repeated = np.vectorize(has_repeated_digit)(keys)
+        out["repeated"].append(_split_by_repeated_digit(correct.ravel(), repeated.ravel()))
+    return out
+
+
+def _split_by_repeated_digit(correct, repeated, level=stats.LEVEL, resamples=stats.RESAMPLES):
+    """Accuracy of the prompts whose key has a repeated digit and of those whose key has not
+    (Wilson intervals over the pooled prompts), and their difference with a bootstrap interval
+    (prompts resampled within each group)."""
+    groups = {"repeated": correct[repeated], "distinct": correct[~repeated]}
+    out = {}
+    for name, c in groups.items():
+        low, high = stats.wilson_interval(c.sum(), len(c), level) if len(c) else (None, None)
+        out[name] = dict(n=int(len(c)), mean=float(c.mean()) if len(c) else None, low=low, high=high)
+    a, b = groups["repeated"], groups["distinct"]
+    if len(a) and len(b):
+        rng = np.random.default_rng(0)
+        boot = (a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
+                - b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1))
+        tail = (1 - level) / 2
+        low, high = (float(x) for x in np.quantile(boot, [tail, 1 - tail]))
+        out["difference"] = dict(mean=float(a.mean() - b.mean()), low=low, high=high,
+                                 separated=low > 0 or high < 0)
+    return out
+
+
+def _paired(a, runs_a, b, runs_b):
+    """Paired differences a - b over the seeds both have: loss at every length (t interval of
+    the per-seed differences, same windows) and passkey accuracy at every length (bootstrap
+    over seeds and the shared prompts)."""
+    seeds = sorted(set(runs_a) & set(runs_b))
+    out = {"a": a, "b": b, "seeds": seeds, "loss": {}, "passkey": {}}
+    if not seeds:
+        return out
+    for L in sorted(set(runs_a[seeds[0]]["loss"]) & set(runs_b[seeds[0]]["loss"]), key=int):
+        out["loss"][L] = stats.paired_difference([runs_a[s]["loss"][L]["loss"] for s in seeds],
+                                                 [runs_b[s]["loss"][L]["loss"] for s in seeds])
+    if all("passkey" in runs_a[s] and "passkey" in runs_b[s] for s in seeds):
+        pa, pb = runs_a[seeds[0]]["passkey"], runs_b[seeds[0]]["passkey"]
+        for i, L in enumerate(pa["lengths"]):
+            if L in pb["lengths"] and all(runs_a[s]["passkey"]["keys"][i] == runs_b[s]["passkey"]["keys"][
+                    pb["lengths"].index(L)] for s in seeds):  # the same prompts, so pairs
+                j = pb["lengths"].index(L)
+                ca = np.array([runs_a[s]["passkey"]["correct"][i] for s in seeds]).reshape(len(seeds), -1)
+                cb = np.array([runs_b[s]["passkey"]["correct"][j] for s in seeds]).reshape(len(seeds), -1)
+                out["passkey"][str(L)] = stats.paired_accuracy_difference(ca, cb)
+    return out
+
+
+def _cell(r, digits=3):
+    """'1.611 (0.021) [1.559, 1.663]': mean (sample sd) [95% interval]; parts that are None left out."""
+    text = f"{r['mean']:.{digits}f}"
+    if r.get("sd") is not None:
+        text += f" ({r['sd']:.{digits}f})"
+    if r.get("low") is not None:
+        text += f" [{r['low']:.{digits}f}, {r['high']:.{digits}f}]"
+    return text
+
+
+def _diff_cell(d, digits=3):
+    if d.get("low") is None:
+        return f"{d['mean']:+.{digits}f}"
+    mark = "" if d["separated"] else " n.s."
+    return f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]{mark}"
+
+
 def markdown_table(summary):
-    """The results as a markdown table: loss (nats/char) and passkey accuracy, mean ± std."""
+    """The results as markdown: loss and passkey with sd and 95% intervals, passkey by
+    distance, keys with and without a repeated digit, the retrieval at N of every run, and
+    the paired differences between variants."""
     N = summary["train_len"]
     variants = summary["variants"]
+    level = f"{summary.get('level', 0.95):.0%}"
     lengths = sorted({int(L) for v in variants.values() for L in v["loss"]})
-    pk_lengths = sorted({L for v in variants.values() if "passkey" in v for L in v["passkey"]["lengths"]})
-    head = (["variant", "steps"] + [f"loss @{L // N}N" for L in lengths]
-            + [f"passkey @{L // N}N" for L in pk_lengths])
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n_seeds = max(len(v["seeds"]) for v in variants.values())
+    out = [f"N = {N} characters; {n_seeds} seed(s) per variant, each trained {summary.get('steps')} "
+           f"steps. Cells: mean (sample sd over seeds) [{level} interval]; with one seed, the mean.",
+           "", "**Validation loss (nats/char) by evaluation length**", ""]
+    head = ["variant"] + [f"{L // N}N ({L})" for L in lengths]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, v in variants.items():
-        reached = v.get("reached", [True] * len(v.get("steps", [])))
-        cells = [label, "/".join(f"{n}{'' if ok else '*'}" for n, ok in zip(v.get("steps", []), reached))]
-        for L in lengths:
-            r = v["loss"].get(str(L))
-            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "")
-        for L in pk_lengths:
-            pk = v.get("passkey")
-            if pk and L in pk["lengths"]:
-                i = pk["lengths"].index(L)
-                cells.append(f"{pk['mean'][i]:.2f} ± {pk['std'][i]:.2f}")
-            else:
-                cells.append("")
-        rows.append("| " + " | ".join(cells) + " |")
-    trials = next((v["passkey"]["trials"] for v in variants.values() if "passkey" in v), None)
-    note = (f"\nN = {N} characters; {summary['seeds']} seed(s), mean ± std over seeds; steps: "
-            f"trained, per seed. Passkey: {trials} trials per (length, depth) cell, accuracy "
-            "averaged over depths.\n") if trials else ""
-    if any(not ok for v in variants.values() for ok in v.get("reached", [])):
-        note += ("\n*: stopped at max_steps before its passkey accuracy at N on held-out prompts "
-                 "reached the target.\n")
+        out.append("| " + " | ".join([label] + [_cell(v["loss"][str(L)]) if str(L) in v["loss"] else ""
+                                               for L in lengths]) + " |")
+    windows = next(iter(variants.values()))["loss"]
+    out += ["", "Windows per length (non-overlapping, the same for every model): "
+            + ", ".join(f"{w['n_windows']} at {L}" for L, w in windows.items()) + "."]
+    with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
+    if with_pk:
+        pk0 = next(iter(with_pk.values()))
+        out += ["", f"**Passkey accuracy by prompt length** (all distances; {pk0['prompts']} prompts "
+                "per (length, distance) cell and seed, a fresh key each; interval: the hull of a "
+                "seed-and-prompt bootstrap and the pooled Wilson interval, stats.py)", ""]
+        head = ["variant"] + [f"{L // N}N ({L})" for L in pk0["lengths"]]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, pk in with_pk.items():
+            out.append("| " + " | ".join([label] + [_cell(r, 2) for r in pk["by_length"]]) + " |")
+        out += ["", "**Passkey accuracy by (length, needle distance)**: distance = characters from "
+                "the key's first digit in the needle to the end of the prompt", ""]
+        for i, L in enumerate(pk0["lengths"]):
+            head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in pk0["distances"][i]]
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for label, pk in with_pk.items():
+                out.append("| " + " | ".join([label] + [f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+                                                       for r in pk["cells"][i]]) + " |")
+            out.append("")
+        out += ["**Keys with a repeated digit against keys without** (accuracy pooled over seeds "
+                "and distances, Wilson intervals; difference repeated - distinct with a bootstrap "
+                "interval; n.s.: the interval contains 0)", ""]
+        head = ["variant"] + [f"{L // N}N: repeated / distinct / difference" for L in pk0["lengths"]]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, pk in with_pk.items():
+            cells = []
+            for r in pk["repeated"]:
+                parts = [f"{g['mean']:.2f} (n={g['n']})" if g["n"] else "-" for g in (r["repeated"], r["distinct"])]
+                parts.append(_diff_cell(r["difference"], 2) if "difference" in r else "-")
+                cells.append(" / ".join(parts))
+            out.append("| " + " | ".join([label] + cells) + " |")
+    at_n = {k: v for k, v in variants.items() if "accuracy_at_N" in v}
+    if at_n:
+        out += ["", f"**Retrieval at N per seed** (evaluation accuracy at N; a run retrieves at N "
+                f"when it is at least {RETRIEVES})", "", "| variant | accuracy at N, by seed | runs that retrieve |",
+                "|---|---|---|"]
+        for label, v in at_n.items():
+            out.append(f"| {label} | " + ", ".join(f"{a:.2f}" for a in v["accuracy_at_N"])
+                       + f" | {sum(v['retrieves_at_N'])} of {len(v['retrieves_at_N'])} |")
+    diffs = [d for d in summary.get("differences", []) if d["loss"]]
+    if diffs:
+        out += ["", f"**Paired differences a - b** (same seeds, same windows and prompts; {level} "
+                "interval; loss: t interval over seeds; passkey: bootstrap over seeds and prompts; "
+                "n.s.: not separated, the interval contains 0)", ""]
+        loss_L = sorted({L for d in diffs for L in d["loss"]}, key=int)
+        pk_L = sorted({L for d in diffs for L in d["passkey"]}, key=int)
+        head = ["a - b"] + [f"loss {int(L) // N}N" for L in loss_L] + [f"passkey {int(L) // N}N" for L in pk_L]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for d in diffs:
+            cells = [_diff_cell(d["loss"][L]) if L in d["loss"] else "" for L in loss_L]
+            cells += [_diff_cell(d["passkey"][L], 2) if L in d["passkey"] else "" for L in pk_L]
+            out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
     with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
     if with_leak:
         layers = max(len(v) for v in with_leak.values())
-        note += ("\nSpectral leakage: share of the rotated queries' energy away from each rotating "
-                 "pair's own frequency (spectrum.model_leakage over 256 windows of N), mean over "
-                 "pairs and seeds:\n\n| variant | " + " | ".join(f"layer {l}" for l in range(layers))
-                 + " |\n|" + "---|" * (layers + 1) + "\n")
+        out += ["", "Spectral leakage: share of the rotated queries' energy away from each rotating "
+                "pair's own frequency (spectrum.model_leakage over 256 windows of N), mean over "
+                "pairs and seeds:", "", "| variant | " + " | ".join(f"layer {l}" for l in range(layers))
+                + " |", "|" + "---|" * (layers + 1)]
         for label, leak in with_leak.items():
-            note += f"| {label} | " + " | ".join(f"{x['q']:.3f}" for x in leak) + " |\n"
-    return "\n".join(rows) + "\n" + note
+            out.append(f"| {label} | " + " | ".join(f"{x['q']:.3f}" for x in leak) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _yerr(rs):
+    """Asymmetric error bars (2, n) from interval dicts; zeros where there is no interval."""
+    return np.array([[r["mean"] - r["low"] if r.get("low") is not None else 0.0 for r in rs],
+                     [r["high"] - r["mean"] if r.get("high") is not None else 0.0 for r in rs]])
 
 
 def write_report(summary, out):
-    """results.json, results.md and the figures."""
+    """results.json, results.md and the figures: figure.png (loss and passkey by length),
+    passkey_by_distance.png, retrieval_curves.png, loss_by_position.png."""
     from matplotlib.figure import Figure
 
     out = Path(out)
@@ -637,26 +769,29 @@ def write_report(summary, out):
     atomic_write(out / "results.md", lambda f: f.write(table.encode()))
     N = summary["train_len"]
     variants = summary["variants"]
+    colour = {label: f"C{i}" for i, label in enumerate(variants)}
+    interval = f"{summary.get('level', 0.95):.0%} interval"
 
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_pk = fig.subplots(1, 2)
     curves = {k: ([int(L) for L in v["loss"]], [r["mean"] for r in v["loss"].values()])
               for k, v in variants.items()}
-    spread = {k: [r["std"] for r in v["loss"].values()] for k, v in variants.items()}
+    spread = {k: _yerr(list(v["loss"].values())) for k, v in variants.items()}
     plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
-    ax_loss.set_title("validation loss past the training length")
-    for i, (label, v) in enumerate(variants.items()):
-        if "passkey" in v:  # the colour of the same variant in the loss panel
+    ax_loss.set_title(f"validation loss past the training length ({interval})")
+    for label, v in variants.items():
+        if "passkey" in v:
             pk = v["passkey"]
-            ax_pk.errorbar(pk["lengths"], pk["mean"], yerr=pk["std"], marker="o", capsize=3, label=label,
-                           color=f"C{i}")
+            ax_pk.errorbar(pk["lengths"], [r["mean"] for r in pk["by_length"]], yerr=_yerr(pk["by_length"]),
+                           marker="o", capsize=3, label=label, color=colour[label])
     ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
     ax_pk.set_xscale("log", base=2)
     ax_pk.set_ylim(-0.05, 1.05)
     ax_pk.set_xlabel("prompt length (characters)")
-    ax_pk.set_ylabel("passkey accuracy")
-    ax_pk.set_title("passkey retrieval")
-    ax_pk.legend()
+    ax_pk.set_ylabel("passkey accuracy, all distances")
+    ax_pk.set_title(f"passkey retrieval ({interval})")
+    if ax_pk.has_data():
+        ax_pk.legend()
     ax_pk.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "figure.png", dpi=120)
@@ -670,12 +805,43 @@ def write_report(summary, out):
     fig.tight_layout()
     fig.savefig(out / "loss_by_position.png", dpi=120)
 
-    with_grid = [(k, v["passkey"]) for k, v in variants.items() if "passkey" in v]
-    if with_grid:
-        fig = Figure(figsize=(4 * len(with_grid), 3.6))
-        axes = np.atleast_1d(fig.subplots(1, len(with_grid)))
-        for ax, (label, pk) in zip(axes, with_grid):
-            plot_needle_grid(np.array(pk["grid"]), pk["lengths"], pk["depths"], trials=pk["trials"],
-                             ax=ax, title=label)
+    with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
+    if with_pk:
+        lengths = next(iter(with_pk.values()))["lengths"]
+        fig = Figure(figsize=(3.2 * len(lengths), 3.4))
+        axes = np.atleast_1d(fig.subplots(1, len(lengths), sharey=True))
+        for i, (ax, L) in enumerate(zip(axes, lengths)):
+            for label, pk in with_pk.items():
+                cells = pk["cells"][i]
+                ax.errorbar(pk["distances"][i], [r["mean"] for r in cells], yerr=_yerr(cells), marker="o",
+                            capsize=2, label=label, color=colour[label])
+            ax.axvline(N, color="gray", linestyle="--", linewidth=1)
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"prompt length {L} ({L // N}N)")
+            ax.set_xlabel("needle distance (characters)")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("passkey accuracy")
+        axes[-1].legend(fontsize=8)
+        fig.suptitle(f"passkey accuracy by needle distance ({interval}; dashed: N)")
         fig.tight_layout()
-        fig.savefig(out / "needle_grid.png", dpi=120)
+        fig.savefig(out / "passkey_by_distance.png", dpi=120)
+
+    with_curves = {k: v["curves"] for k, v in variants.items() if "curves" in v}
+    if with_curves:
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
+        styles = ["-", "--", ":", "-."]
+        for label, curves in with_curves.items():
+            for i, (seed, curve) in enumerate(curves.items()):
+                steps, acc = zip(*curve)
+                ax.plot(steps, acc, styles[i % len(styles)], color=colour[label], marker=".",
+                        label=f"{label} seed {seed}")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("passkey accuracy at N (probe set)")
+        ax.set_title("retrieval during training, one line per run")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "retrieval_curves.png", dpi=120)

@@ -41,13 +41,14 @@ def loss_by_length(model, data, lengths, chars_per_length=32768, batch_size=8, n
                    progress=True):
     """Evaluate `model` on `data` (int tokens) at each length in `lengths`.
 
-    Each length gets max(1, chars_per_length // L) windows, so every length sees about the
-    same amount of text. Returns {L: {"loss", "ppl", "n_windows", "bucket_edges",
+    Each length gets max(1, chars_per_length // L) windows, or as many as `data` holds without
+    overlap (len(data) // (L + 1)) if that is fewer, evenly spread and never overlapping, so
+    every length sees about the same amount of text (the same windows for every model). Returns {L: {"loss", "ppl", "n_windows", "bucket_edges",
     "bucket_loss"}}, where bucket_loss[i] is the mean loss at positions
     bucket_edges[i] <= m < bucket_edges[i+1].
     """
     results = {}
-    jobs = [(L, max(1, chars_per_length // L)) for L in lengths]
+    jobs = [(L, max(1, min(chars_per_length // L, len(data) // (L + 1)))) for L in lengths]
     bar = progress_bar(progress, sum(n for _, n in jobs), "loss by length", "window")
     for L, n_windows in jobs:
         windows = eval_windows(data, L, n_windows)

@@ -355,7 +355,7 @@ class StopOnSignals:
 # --- the loop ------------------------------------------------------------------------------------
 
 def train_loop(run, tc, folder, *, forward_backward, update, evaluate, save, desc,
-               progress=True, main_process=True, any_process=bool):
+               progress=True, main_process=True, any_process=bool, probe=None):
     """Train run from run.step to tc.steps; return the log's records (see the module's docstring).
 
     forward_backward(x, y) -> the batch's mean loss, gradients left for update
@@ -365,6 +365,7 @@ def train_loop(run, tc, folder, *, forward_backward, update, evaluate, save, des
     progress: True (a bar), False, or report(stage, done, total, **info) (progress.py)
     main_process: only it shows the bar, writes the log and saves (rank 0 under torchrun)
     any_process(flag) -> whether any process has flag set (a stop asked of one stops all)
+    probe() -> a number logged as "probe" beside each val_loss (the lab's passkey accuracy at N)
     """
     from .optim import lr_schedule
 
@@ -437,6 +438,8 @@ def train_loop(run, tc, folder, *, forward_backward, update, evaluate, save, des
                 if not math.isfinite(val_loss):
                     raise diverged("the validation loss", val_loss, step)
                 record["val_loss"] = val_loss
+                if probe is not None:
+                    record["probe"] = probe()
                 if main_process and report is None:
                     bar.write(f"step {step}: train loss {loss:.4f}, val loss {val_loss:.4f}")
             if len(record) > 1:

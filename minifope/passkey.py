@@ -32,6 +32,15 @@ a = round(depth * F) go before the needle and b = F - a after it; depth 0 puts t
 right after the task line, depth 1 right before the question, with the empty filler part
 as an empty line between them.
 
+Distance: the lab places the needle by distance rather than depth. The distance is the
+number of characters from the key's first digit in the needle to the end of the prompt,
+where the model starts writing the answer: how far back it must look. With no filler after
+the needle it is min_distance() (81 for 5-digit keys: the rest of the needle, a newline, an
+empty filler line, a newline and the question); each character of filler after the needle
+adds one, up to the whole prompt but the task line (max_distance). make_prompt_at_distance
+builds such a prompt, distance_grid chooses the distances of a window, and
+passkey_by_distance scores a fresh key per prompt at every (length, distance).
+
 Keys: the authors draw 1..50000, so their keys have 1 to 5 digits. Here a key has exactly
 `key_digits` digits, uniform over 10^(key_digits-1) .. 10^key_digits - 1 (10000..99999 for
 5 digits), so every prompt of one length has the same layout and every answer the same
@@ -54,6 +63,13 @@ NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
 
 _NUMBER = re.compile(r"[0-9]+")
+KEY_OFFSET = NEEDLE.index("{key}")  # the key's first digit within the needle
+
+# The lab's prompts: the probe set, scored during training, has keys of its own (drawn from
+# PROBE_SEED, then never drawn for an evaluation prompt); the evaluation draws a fresh key
+# per prompt from default_rng([EVAL_SEED, seed]), so one seed gives every model the same prompts.
+PROBE_SEED, PROBE_PROMPTS = 4321, 32
+EVAL_SEED = 1234
 
 
 def _check_key_digits(key_digits):
@@ -96,14 +112,123 @@ def make_prompt(length, depth, key, task=TASK):
     return "\n".join(parts), len(task) + 1 + before + 1
 
 
-def draw_keys(rng, n, key_digits=5):
+def draw_keys(rng, n, key_digits=5, exclude=()):
     """n random keys, strings of exactly key_digits digits with no leading zero.
 
-    Uniform over 10^(key_digits-1) .. 10^key_digits - 1; the authors' 1..50000 would give
-    keys of different lengths (see the module docstring).
+    Uniform over 10^(key_digits-1) .. 10^key_digits - 1 less the keys in `exclude` (drawn
+    again until one is not); the authors' 1..50000 would give keys of different lengths
+    (see the module docstring).
     """
     _check_key_digits(key_digits)
-    return [str(k) for k in rng.integers(10 ** (key_digits - 1), 10 ** key_digits, size=n)]
+    low, high = 10 ** (key_digits - 1), 10 ** key_digits
+    exclude = set(exclude)
+    if sum(1 for k in exclude if _NUMBER.fullmatch(k) and low <= int(k) < high) >= high - low:
+        raise UserError(f"no {key_digits}-digit key is left to draw once {len(exclude)} are excluded")
+    keys = []
+    while len(keys) < n:
+        keys += [k for k in map(str, rng.integers(low, high, size=n - len(keys))) if k not in exclude]
+    return keys
+
+
+def has_repeated_digit(key):
+    """Whether some digit occurs twice in the key ('12315' yes, '12345' no)."""
+    return len(set(key)) < len(key)
+
+
+def probe_keys(key_digits=5):
+    """The probe set's PROBE_PROMPTS keys, always the same; evaluation prompts never use them."""
+    return draw_keys(np.random.default_rng(PROBE_SEED), PROBE_PROMPTS, key_digits)
+
+
+def min_distance(key_digits=5):
+    """The distance of a needle with no filler after it (see the module docstring)."""
+    _check_key_digits(key_digits)
+    return len(NEEDLE.format(key="0" * key_digits)) - KEY_OFFSET + 2 + len(QUESTION)
+
+
+def max_distance(length, key_digits=5, task=TASK):
+    """The distance of a needle right after the task line in a prompt of `length` characters."""
+    return min_distance(key_digits) + length - min_prompt_length(key_digits, task)
+
+
+def make_prompt_at_distance(length, distance, key, task=TASK):
+    """(prompt, key_start): a prompt of exactly `length` characters whose key's first digit,
+    at index key_start, is `distance` characters before its end: length - key_start = distance.
+
+    distance = min_distance + b, b the filler characters after the needle; the filler before
+    it takes the rest. Any distance in min_distance .. max_distance(length) is allowed.
+    """
+    key = str(key)
+    if not _NUMBER.fullmatch(key):
+        raise UserError(f"a pass key is a string of digits, got {key!r}")
+    low, high = min_distance(len(key)), max_distance(length, len(key), task)
+    if not (isinstance(distance, (int, np.integer)) and low <= distance <= high):
+        raise UserError(f"a needle distance in a {length}-character prompt must be an integer in "
+                        f"{low}..{high}, got {distance!r}")
+    after = distance - low
+    n_filler = length - min_prompt_length(len(key), task)
+    parts = [task, _filler(n_filler - after), NEEDLE.format(key=key), _filler(after), QUESTION]
+    return "\n".join(parts), len(task) + 1 + n_filler - after + 1 + KEY_OFFSET
+
+
+def distance_grid(length, train_len, key_digits=5, task=TASK):
+    """The needle distances scored in a window of `length`: the shortest (min_distance), each
+    of N/2, N, 2N, 4N, ... that lies between, and the longest (the whole prompt but its task
+    line), so every length has distances below N and one as far as the window allows."""
+    low = min_distance(key_digits)
+    high = max_distance(prompt_length(length, key_digits), key_digits, task)
+    middle, d = [], max(1, train_len // 2)
+    while d < high:
+        if d > low:
+            middle.append(d)
+        d *= 2
+    return sorted({low, *middle, high})
+
+
+def retrieved(model, tokenizer, length, distances, keys, task=TASK):
+    """(len(keys),) bool: whether the greedy answer's first number is the key, for prompts in a
+    window of `length` with key i at distances[i]. One batch through the KV cache."""
+    key_digits = len(keys[0])
+    prompt_len = prompt_length(length, key_digits)
+    prompts = [make_prompt_at_distance(prompt_len, int(d), key, task)[0] for d, key in zip(distances, keys)]
+    idx = tokenizer.encode("".join(prompts)).reshape(len(keys), prompt_len)
+    out = generate(model, idx, key_digits + 2, temperature=0, window=length)
+    return np.array([first_number(tokenizer.decode(row)) == k for row, k in zip(out[:, prompt_len:], keys)])
+
+
+def probe_accuracy(model, tokenizer, train_len, key_digits=5, task=TASK):
+    """Passkey accuracy at N on the probe set: PROBE_PROMPTS prompts with probe_keys(), their
+    distances evenly spread from the shortest to the longest. What the lab logs during training."""
+    keys = probe_keys(key_digits)
+    low = min_distance(key_digits)
+    high = max_distance(prompt_length(train_len, key_digits), key_digits, task)
+    distances = np.round(np.linspace(low, high, len(keys))).astype(int)
+    return float(retrieved(model, tokenizer, train_len, distances, keys, task).mean())
+
+
+def passkey_by_distance(model, tokenizer, lengths, train_len, prompts, seed, key_digits=5, task=TASK,
+                        progress=True):
+    """Passkey retrieval at every length and every distance_grid distance, `prompts` prompts
+    per (length, distance) cell, each with a key drawn fresh (uniform, never a probe key) from
+    default_rng([EVAL_SEED, seed]). Returns {"lengths", "distances" (per length), "keys" and
+    "correct" (per length, per distance, per prompt; correct is 0 or 1)}."""
+    if not isinstance(prompts, int) or isinstance(prompts, bool) or prompts < 1:
+        raise UserError(f"prompts must be a positive integer, got {prompts!r}")
+    rng = np.random.default_rng([EVAL_SEED, seed])
+    probe = probe_keys(key_digits)
+    grids = [distance_grid(L, train_len, key_digits, task) for L in lengths]
+    result = dict(lengths=list(lengths), distances=grids, keys=[], correct=[])
+    with progress_bar(progress, sum(map(len, grids)), "passkey", "cell") as bar:
+        for L, distances in zip(lengths, grids):
+            keys_L, correct_L = [], []
+            for d in distances:
+                keys = draw_keys(rng, prompts, key_digits, exclude=probe)
+                keys_L.append(keys)
+                correct_L.append(retrieved(model, tokenizer, L, [d] * prompts, keys, task).astype(int).tolist())
+                bar.update()
+            result["keys"].append(keys_L)
+            result["correct"].append(correct_L)
+    return result
 
 
 def prompt_length(length, key_digits=5):

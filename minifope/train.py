@@ -43,7 +43,7 @@ def evaluate(model, data, batch_size, n_batches):
 
 def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
           tokenizer=None, data_name=None, progress=True, init_from=None, overwrite=False,
-          allow_data_change=False):
+          allow_data_change=False, probe=None):
     """Train a GPT on `train_text`, validating on `val_text`; return (model, history).
 
     history: dict of lists, "step"/"loss" (training loss every log_interval steps) and
@@ -54,7 +54,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
     it only once the new run's inputs have been checked. init_from: start from that
     checkpoint's parameters (loop.init_model_from), with a fresh optimizer. With
     passkey_frac > 0 the vocabulary also holds the passkey's characters. progress: True,
-    False, or a report callable (progress.py).
+    False, or a report callable (progress.py). probe(model, tokenizer) -> a number logged as
+    "probe" with every validation loss (the lab logs passkey.probe_accuracy there).
     """
     tc = train_config or TrainConfig()
     folder = RunFolder(out_dir) if out_dir is not None else None
@@ -83,6 +84,7 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
             records = train_loop(
                 run, tc, folder, forward_backward=micro.loss_and_grads, update=update,
                 evaluate=lambda: evaluate(model, run.val_data, tc.batch_size, tc.eval_batches),
-                save=save, desc=f"train {model.config.pe}", progress=progress)
+                save=save, desc=f"train {model.config.pe}", progress=progress,
+                probe=(lambda: probe(model, run.tokenizer)) if probe is not None else None)
     return model, history_from(records)
 
