@@ -163,9 +163,11 @@ class ExperimentConfig:
                  f"answer need {need}. Use a longer --train-len or larger --passkey-lengths")
 
     def training_key(self):
-        """The settings a trained run depends on: two experiments sharing them share runs."""
-        return dict(model=self.model, train=self.train, data=self.data,
-                    continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        """The settings a trained run depends on: two experiments sharing them share runs.
+        The budget (train["steps"]) is not one of them: with a constant learning rate a run
+        trained further is the run a longer budget would have trained (run_experiment checks)."""
+        return dict(model=self.model, train={k: v for k, v in self.train.items() if k != "steps"},
+                    data=self.data, continue_factor=self.continue_factor, continue_steps=self.continue_steps)
 
     def eval_key(self):
         # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
@@ -304,13 +306,18 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
                 raise UserError(f"{saved} is damaged (not JSON); move it away to start this "
                                 "experiment afresh in that folder") from None
             training = json.loads(json.dumps(ec.training_key()))  # as JSON would give it back
+            if isinstance(previous, dict) and isinstance(previous.get("training"), dict) \
+                    and isinstance(previous["training"].get("train"), dict):
+                previous["training"]["train"].pop("steps", None)  # as an older version wrote it
             if not isinstance(previous, dict) or previous.get("training") != training:
                 raise UserError(f"{out} holds an experiment trained with other settings ({saved}); "
                                 "use another --out, or the same settings to resume it")
         # seed by seed, so that a stopped experiment has whole comparisons for its first seeds
         todo = [(label, seed) for seed in range(ec.seeds) for label in ec.variants]
         for label, seed in todo:
-            _check_run_folder(_run_dir(out, label, seed), _run_configs(ec, label, seed), ec.data)
+            configs = _run_configs(ec, label, seed)
+            _check_budget(_run_dir(out, label, seed), _check_run_folder(_run_dir(out, label, seed), configs,
+                                                                        ec.data), configs[1])
         _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
 
         board = RunBoard([f"{label} seed{seed}" for label, seed in todo], enabled=progress)
@@ -370,6 +377,25 @@ def _check_texts(ec):
     if len(eval_text) < longest + 1:
         raise UserError(f"the evaluation text has {len(eval_text)} characters; the longest length "
                         f"evaluated, {longest}, needs {longest + 1}. Use a longer text or smaller --lengths")
+
+
+def _check_budget(run_dir, loaded, tc):
+    """Refuse a run trained past the budget tc.steps (it cannot be untrained), and a longer
+    budget for a run whose learning rate decays (its schedule would change under the steps
+    already taken)."""
+    if loaded is None:
+        return
+    state = loaded[2]
+    step, planned = state.get("step", 0), state.get("train_config", {}).get("steps")
+    if step > tc.steps:
+        raise UserError(f"{run_dir} trained {step} steps, more than this experiment's budget of "
+                        f"{tc.steps}: every run of a comparison trains the same steps. Use --steps "
+                        f"{step} or more, or another --out")
+    if planned != tc.steps and tc.min_lr != tc.lr:
+        raise UserError(f"{run_dir} was trained for a budget of {planned} steps under a decaying learning "
+                        f"rate; a budget of {tc.steps} would change the rate of the steps already "
+                        "taken. A budget can change only with a constant learning rate (min_lr = lr); "
+                        "use another --out")
 
 
 def _check_run_folder(run_dir, configs, data_name):

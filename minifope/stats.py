@@ -23,7 +23,6 @@ a loss difference is separated only when it is large against its spread over see
 import math
 
 import numpy as np
-from scipy import stats as sps
 
 LEVEL = 0.95
 RESAMPLES = 4000
@@ -32,6 +31,8 @@ RESAMPLES = 4000
 def t_interval(values, level=LEVEL):
     """{n, mean, sd, low, high}: the mean of `values` with the t interval; sd is the sample
     standard deviation (ddof = 1). With one value sd, low and high are None."""
+    from scipy import stats as sps  # here, not at import: the CLI starts without loading scipy
+
     x = np.asarray(values, dtype=float)
     n, mean = len(x), float(x.mean())
     if n < 2:
@@ -43,6 +44,8 @@ def t_interval(values, level=LEVEL):
 
 def wilson_interval(k, n, level=LEVEL):
     """(low, high): the Wilson score interval of k successes in n trials."""
+    from scipy import stats as sps
+
     ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
     return float(ci.low), float(ci.high)
 

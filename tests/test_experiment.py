@@ -18,14 +18,13 @@ def tiny(**changes):
     base = dict(variants=["rope", "alibi"], seeds=2,
                 model=dict(d_model=16, n_layer=1, n_head=2, train_len=128),
                 train=dict(steps=4, batch_size=4, passkey_frac=0.5, eval_interval=2, eval_batches=1),
-                multipliers=[1, 2], eval_chars=512, passkey_multipliers=[1, 2], depths=[0.0, 1.0],
-                trials=2, retrieve_target=0.0)
+                multipliers=[1, 2], eval_chars=512, passkey_multipliers=[1, 2], prompts=2)
     return ExperimentConfig(**{**base, **changes})
 
 
 def constant_lr(**changes):
-    """tiny() with a constant learning rate, training on until the passkey is retrieved."""
-    ec = tiny(**{"retrieve_target": 0.9, "extend_steps": 2, "max_steps": 8, **changes})
+    """tiny() with a constant learning rate after warmup, as the lab trains."""
+    ec = tiny(**changes)
     ec.train = dict(ec.train, lr=3e-3, min_lr=3e-3, warmup=1)
     return ec
 
@@ -33,6 +32,8 @@ def constant_lr(**changes):
 def test_parse_variant_reads_aliases_and_fields():
     assert parse_variant("clip-only") == {"pe": "rope", "rope_clip": True}
     assert parse_variant("series-only") == {"pe": "fope", "fope_clip": False}
+    assert parse_variant("fope-authors") == {"pe": "fope", "fope_zero_freq": "authors"}
+    assert parse_variant("fope-identity") == {"pe": "fope", "fope_zero_freq": "identity"}
     assert parse_variant("fope:fope_sigma=0.1,fope_dim=64") == {"pe": "fope", "fope_sigma": 0.1,
                                                                  "fope_dim": 64}
     with pytest.raises(UserError, match="unknown variant"):
@@ -46,14 +47,69 @@ def test_experiment_writes_results_table_and_figures(tmp_path):
     assert set(summary["variants"]) == {"rope", "rope+yarn", "alibi"}
     rope = summary["variants"]["rope"]
     assert rope["seeds"] == [0, 1] and set(rope["loss"]) == {"128", "256"}
-    assert len(rope["loss"]["256"]["values"]) == 2
-    assert rope["passkey"]["lengths"] == [128, 256] and rope["passkey"]["trials"] == 2
+    assert len(rope["loss"]["256"]["values"]) == 2 and rope["loss"]["256"]["sd"] is not None
+    pk = rope["passkey"]
+    assert pk["lengths"] == [128, 256] and pk["prompts"] == 2
+    assert pk["distances"] == [[81, 86], [81, 128, 214]]
+    assert len(pk["cells"][1]) == 3 and 0 <= pk["by_length"][1]["low"] <= pk["by_length"][1]["high"] <= 1
     assert "passkey" not in summary["variants"]["rope+yarn"]
-    for name in ("results.json", "results.md", "figure.png", "needle_grid.png", "loss_by_position.png"):
+    assert {(d["a"], d["b"]) for d in summary["differences"]} == {
+        ("rope", "rope+yarn"), ("rope", "alibi"), ("rope+yarn", "alibi")}
+    for name in ("results.json", "results.md", "figure.png", "passkey_by_distance.png",
+                 "retrieval_curves.png", "loss_by_position.png"):
         assert (tmp_path / name).stat().st_size > 0
     table = (tmp_path / "results.md").read_text()
-    assert "| rope |" in table and "loss @2N" in table and "passkey @1N" in table
+    assert "| rope |" in table and "2N (256)" in table and "Paired differences" in table
+    assert "| rope - alibi |" in table and "repeated digit" in table
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_every_run_trains_the_same_fixed_budget_and_logs_its_retrieval_curve(tmp_path):
+    summary = run_experiment(tiny(), tmp_path, progress=False)
+    for label in ("rope", "alibi"):
+        assert summary["variants"][label]["steps"] == [4, 4]
+        for seed in (0, 1):
+            run = tmp_path / f"runs/{label}/seed{seed}"
+            records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+            assert max(r["step"] for r in records) == 4  # no run trains past the budget
+            # the probe at N every eval_interval (2) steps: the retrieval curve
+            assert [r["step"] for r in records if "probe" in r] == [2, 4]
+            assert summary["variants"][label]["curves"][str(seed)] == [
+                [r["step"], r["probe"]] for r in records if "probe" in r]
+            # a 4-step model retrieves nothing: the measure reads zero where there is nothing
+            assert all(r["probe"] == 0.0 for r in records if "probe" in r)
+
+
+def test_a_longer_budget_trains_every_run_on_to_the_same_weights_as_a_longer_run(tmp_path):
+    import numpy as np
+
+    run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path / "extended", progress=False)
+    longer = constant_lr(seeds=1, variants=["rope"])
+    longer.train = dict(longer.train, steps=8)
+    summary = run_experiment(longer, tmp_path / "extended", progress=False)
+    assert summary["variants"]["rope"]["steps"] == [8]
+    assert json.loads((tmp_path / "extended/runs/rope/seed0/eval.json").read_text())["step"] == 8
+    run_experiment(longer, tmp_path / "straight", progress=False)
+    a = np.load(tmp_path / "extended/runs/rope/seed0/ckpt.npz")
+    b = np.load(tmp_path / "straight/runs/rope/seed0/ckpt.npz")
+    params = [k for k in a.files if k.startswith("param")]
+    assert params and all(np.array_equal(a[k], b[k]) for k in params)
+
+
+def test_a_budget_below_what_a_run_trained_is_refused(tmp_path):
+    longer = constant_lr(seeds=1, variants=["rope"])
+    longer.train = dict(longer.train, steps=6)
+    run_experiment(longer, tmp_path, progress=False)
+    with pytest.raises(UserError, match="trained 6 steps, more than this experiment's budget of 4"):
+        run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
+
+
+def test_a_cosine_learning_rate_cannot_be_given_a_longer_budget(tmp_path):
+    run_experiment(tiny(seeds=1, variants=["rope"]), tmp_path, progress=False)  # 3e-3 decaying to 3e-4
+    longer = tiny(seeds=1, variants=["rope"])
+    longer.train = dict(longer.train, steps=8)
+    with pytest.raises(UserError, match="constant learning rate"):
+        run_experiment(longer, tmp_path, progress=False)
 
 
 def test_a_second_run_reuses_every_trained_model_and_evaluation(tmp_path, monkeypatch):
@@ -64,19 +120,8 @@ def test_a_second_run_reuses_every_trained_model_and_evaluation(tmp_path, monkey
 
     monkeypatch.setattr(E, "train", forbidden)
     monkeypatch.setattr(E, "loss_by_length", forbidden)
-    monkeypatch.setattr(E, "needle_grid", forbidden)
+    monkeypatch.setattr(E, "passkey_by_distance", forbidden)
     assert run_experiment(tiny(), tmp_path, progress=False) == first
-
-
-def test_a_second_run_reuses_every_retrieval_check(tmp_path, monkeypatch):
-    first = run_experiment(constant_lr(seeds=1, variants=["alibi"]), tmp_path, progress=False)
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("nothing should be recomputed")
-
-    monkeypatch.setattr(E, "train", forbidden)
-    monkeypatch.setattr(E, "passkey_accuracy", forbidden)
-    assert run_experiment(constant_lr(seeds=1, variants=["alibi"]), tmp_path, progress=False) == first
 
 
 def test_a_crashed_experiment_resumes_from_what_it_finished(tmp_path, monkeypatch):
@@ -92,23 +137,24 @@ def test_a_crashed_experiment_resumes_from_what_it_finished(tmp_path, monkeypatc
     monkeypatch.setattr(E, "_evaluate_run", crash_on_second_run)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(tiny(), tmp_path, progress=False)
+    # seed by seed: rope seed0, then alibi seed0, which crashed in its evaluation
     assert (tmp_path / "runs/rope/seed0/eval.json").exists()
-    assert (tmp_path / "runs/rope/seed1/ckpt.npz").exists()
-    assert not (tmp_path / "runs/rope/seed1/eval.json").exists()
+    assert (tmp_path / "runs/alibi/seed0/ckpt.npz").exists()
+    assert not (tmp_path / "runs/alibi/seed0/eval.json").exists()
 
     trained = []
     real_train = E.train
     monkeypatch.setattr(E, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     monkeypatch.setattr(E, "_evaluate_run", real_evaluate)
     summary = run_experiment(tiny(), tmp_path, progress=False)
-    assert len(trained) == 2  # only the two alibi runs were still to train
+    assert len(trained) == 2  # only the two seed-1 runs were still to train
     assert set(summary["variants"]) == {"rope", "alibi"}
 
 
 def test_other_training_settings_in_the_same_folder_are_refused(tmp_path):
     run_experiment(tiny(seeds=1, variants=["rope"]), tmp_path, progress=False)
     changed = tiny(seeds=1, variants=["rope"])
-    changed.train = dict(changed.train, steps=8)
+    changed.train = dict(changed.train, batch_size=8)
     with pytest.raises(UserError, match="other settings"):
         run_experiment(changed, tmp_path, progress=False)
 
@@ -122,14 +168,31 @@ def test_continued_training_adds_yarn_and_fope_runs_from_the_rope_checkpoint(tmp
     assert state["init_from"].endswith("runs/rope/seed0")
 
 
-def test_markdown_table_shows_mean_and_spread():
-    summary = {"train_len": 128, "seeds": 2, "variants": {"rope": {
-        "steps": [3000, 4500],
-        "loss": {"128": {"mean": 1.5, "std": 0.02}}, "passkey": {"lengths": [128], "mean": [0.75],
-                                                                 "std": [0.25], "trials": 4}}}}
+def test_the_summary_gives_mean_sample_sd_and_t_interval_over_seeds():
+    # three seeds with losses 1.5, 1.6, 1.7: mean 1.6, sd 0.1 (ddof = 1), 95% interval
+    # 1.6 -+ t(0.975, 2) * 0.1 / sqrt(3) = 1.6 -+ 4.302653 * 0.057735 = [1.351586, 1.848414]
+    def run(loss):
+        return {"loss": {"128": {"loss": loss, "n_windows": 4, "bucket_edges": [0, 128],
+                                 "bucket_loss": [loss]}}, "steps": 100}
+
+    runs = {"rope": {s: run(x) for s, x in enumerate([1.5, 1.6, 1.7])},
+            "alibi": {s: run(x) for s, x in enumerate([1.45, 1.5, 1.62])}}
+    summary = E.summarise(runs, tiny(seeds=3), 128)
+    r = summary["variants"]["rope"]["loss"]["128"]
+    assert r["mean"] == pytest.approx(1.6) and r["sd"] == pytest.approx(0.1)
+    assert (r["low"], r["high"]) == (pytest.approx(1.351586, abs=1e-6), pytest.approx(1.848414, abs=1e-6))
     table = markdown_table(summary)
-    assert "| rope | 3000/4500 | 1.500 ± 0.020 | 0.75 ± 0.25 |" in table
-    assert "4 trials" in table
+    assert "| rope | 1.600 (0.100) [1.352, 1.848] |" in table
+    # paired: rope - alibi = 0.05, 0.10, 0.08 -> mean 0.076667, sd 0.025166,
+    # 0.076667 -+ 4.302653 * 0.025166 / sqrt(3) = [0.014151, 0.139183]: separated
+    d = summary["differences"][0]["loss"]["128"]
+    assert d["mean"] == pytest.approx(0.076667, abs=1e-6) and d["sd"] == pytest.approx(0.025166, abs=1e-6)
+    assert (d["low"], d["high"]) == (pytest.approx(0.014151, abs=1e-6), pytest.approx(0.139183, abs=1e-6))
+    assert d["separated"] and "| rope - alibi | +0.077 [+0.014, +0.139] |" in table
+    # one more seed of alibi so close that the interval contains zero: "n.s."
+    runs["alibi"][2] = run(1.75)
+    d = E.summarise(runs, tiny(seeds=3), 128)["differences"][0]["loss"]["128"]
+    assert not d["separated"] and d["low"] < 0 < d["high"]
 
 
 def test_experiment_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
@@ -195,67 +258,6 @@ def test_rotating_variants_report_their_spectral_leakage(tmp_path):
     assert "Spectral leakage" in (tmp_path / "results.md").read_text()
 
 
-def test_a_run_that_does_not_retrieve_trains_on_to_max_steps(tmp_path):
-    # a 4-step tiny model retrieves nothing: checks at 4, 6 and 8 steps, then it stops at max_steps
-    summary = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
-    checks = json.loads((tmp_path / "runs/rope/seed0/retrieval.json").read_text())
-    assert list(checks) == ["4", "6", "8"] and all(a < 0.9 for a in checks.values())
-    assert summary["variants"]["rope"]["steps"] == [8] and summary["variants"]["rope"]["reached"] == [False]
-    table = (tmp_path / "results.md").read_text()
-    assert "| rope | 8* |" in table and "*: stopped at max_steps" in table
-
-
-def test_a_run_stopped_at_a_lower_max_steps_is_continued_and_evaluated_again(tmp_path):
-    first = run_experiment(constant_lr(seeds=1, variants=["rope"], max_steps=6), tmp_path, progress=False)
-    assert first["variants"]["rope"]["steps"] == [6]
-    second = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
-    assert second["variants"]["rope"]["steps"] == [8]
-    assert json.loads((tmp_path / "runs/rope/seed0/eval.json").read_text())["step"] == 8
-    assert second["variants"]["rope"]["loss"] != first["variants"]["rope"]["loss"]
-
-
-def test_a_run_that_retrieves_stops_at_the_first_check(tmp_path, monkeypatch):
-    import numpy as np
-
-    monkeypatch.setattr(E, "passkey_accuracy", lambda model, tok, N, depths, *a, **k: np.ones(len(depths)))
-    summary = run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path, progress=False)
-    assert summary["variants"]["rope"]["steps"] == [4]
-    assert json.loads((tmp_path / "runs/rope/seed0/retrieval.json").read_text()) == {"4": 1.0}
-
-
-def test_an_extended_run_equals_one_trained_that_long_from_the_start(tmp_path):
-    import numpy as np
-
-    run_experiment(constant_lr(seeds=1, variants=["rope"]), tmp_path / "extended", progress=False)
-    straight = constant_lr(seeds=1, variants=["rope"], retrieve_target=0.0)
-    straight.train = dict(straight.train, steps=8)
-    run_experiment(straight, tmp_path / "straight", progress=False)
-    a = np.load(tmp_path / "extended/runs/rope/seed0/ckpt.npz")
-    b = np.load(tmp_path / "straight/runs/rope/seed0/ckpt.npz")
-    params = [k for k in a.files if k.startswith("param")]
-    assert params and all(np.array_equal(a[k], b[k]) for k in params)
-
-
-def test_an_interrupted_extension_is_finished_before_it_is_checked(tmp_path, monkeypatch):
-    from minifope.config import GPTConfig
-    from minifope.data import load_corpus
-    from minifope.train import TrainConfig
-
-    ec = constant_lr(seeds=1, variants=["rope"])
-    run_dir = tmp_path / "runs/rope/seed0"
-    tc = TrainConfig(**{**ec.train, "steps": 5, "seed": 0})  # as if stopped at step 5, between checks
-    E._train_run(run_dir, GPTConfig(**ec.model, pe="rope"), tc, load_corpus(ec.data), ec.data, False)
-    run_experiment(ec, tmp_path, progress=False)
-    assert list(json.loads((run_dir / "retrieval.json").read_text())) == ["6", "8"]
-
-
-def test_a_cosine_learning_rate_cannot_be_extended(tmp_path):
-    ec = tiny(retrieve_target=0.9)  # lr 3e-3 decaying to 3e-4
-    with pytest.raises(UserError, match="constant learning rate"):
-        run_experiment(ec, tmp_path, progress=False)
-    assert not (tmp_path / "runs").exists()
-
-
 def test_the_demo_shows_every_runs_step_count_moving(tmp_path):
     """The runs train in worker processes; the board shows each one's step count as it goes."""
     import re
@@ -263,14 +265,13 @@ def test_the_demo_shows_every_runs_step_count_moving(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "minifope", "demo", "--out", str(tmp_path / "demo"), "--d-model", "16",
          "--n-layer", "1", "--n-head", "2", "--train-len", "128", "--steps", "300", "--batch-size", "4",
-         "--lengths", "1", "--passkey-lengths", "1", "--depths", "0", "--trials", "1",
-         "--eval-chars", "256", "--retrieve-target", "0"],
+         "--lengths", "1", "--passkey-lengths", "1", "--prompts", "1", "--eval-chars", "256"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for run in ("rope seed0", "fope seed0", "alibi seed0"):
+    for run in ("rope seed0", "fope-authors seed0", "alibi seed0"):
         counts = {int(n) for n in re.findall(rf"{run}: train:[^\r\n]*?\| *(\d+)/300 ", result.stderr)}
         assert 300 in counts and len({n for n in counts if 0 < n < 300}) >= 2, (run, sorted(counts))
-        assert re.search(rf"{run}: needle grid:[^\r\n]*1/1 ", result.stderr), run
+        assert re.search(rf"{run}: passkey:[^\r\n]*2/2 ", result.stderr), run  # 2 distances at N
 
 
 def test_the_board_follows_a_run_through_its_stages_and_a_longer_budget():
@@ -282,5 +283,42 @@ def test_the_board_follows_a_run_through_its_stages_and_a_longer_budget():
     assert (bar.n, bar.total, bar.initial) == (2000, 3000, 2000) and "loss" in bar.postfix
     board.report("rope seed0", "train", 3200, 3500, loss=1.8)  # trained on past its first budget
     assert (bar.n, bar.total) == (3200, 3500)
-    board.report("rope seed0", "needle grid", 0, 15)
-    assert (bar.n, bar.total) == (0, 15) and "needle grid" in bar.desc and not bar.postfix
+    board.report("rope seed0", "passkey", 0, 15)
+    assert (bar.n, bar.total) == (0, 15) and "passkey" in bar.desc and not bar.postfix
+
+
+def test_a_checkpoint_from_before_the_yarn_ramp_field_loads_and_evaluates(tmp_path):
+    # written by an older minifope: its config.json has no rope_yarn_ramp, its FoPE coefficients
+    # were drawn from the weights' stream; loaded, it gets the default ramp and evaluates as ever
+    import numpy as np
+
+    from minifope.checkpoint import load_checkpoint, save_checkpoint
+    from minifope.config import GPTConfig
+    from minifope.data import CharTokenizer, shakespeare
+    from minifope.lengthgen import loss_by_length
+    from minifope.loop import passkey_chars
+    from minifope.model import GPT
+    from minifope.passkey import passkey_by_distance, probe_accuracy
+
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text + passkey_chars())
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, d_model=16,
+                          train_len=128, pe="fope"))
+    save_checkpoint(tmp_path / "new.npz", model, tokenizer, {"step": 10})
+    with np.load(tmp_path / "new.npz") as f:
+        entries = {k: f[k] for k in f.files}
+    config = json.loads(entries["config.json"].item())
+    del config["rope_yarn_ramp"]
+    entries["config.json"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "old.npz", **entries)
+
+    old, tok, state, _ = load_checkpoint(tmp_path / "old.npz")
+    assert old.config.rope_yarn_ramp == "index" and state["step"] == 10
+    for name, value in model.buffers.items():
+        np.testing.assert_array_equal(old.buffers[name], value)
+    data = tok.encode(val_text[:20000])
+    result = loss_by_length(old, data, [128, 256], 1024, progress=False)
+    assert set(result) == {128, 256} and all(np.isfinite(r["loss"]) for r in result.values())
+    assert probe_accuracy(old, tok, 128) == 0.0
+    pk = passkey_by_distance(old, tok, [128], 128, 2, seed=0, progress=False)
+    assert np.array(pk["correct"][0]).shape == (2, 2)

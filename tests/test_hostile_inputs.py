@@ -210,16 +210,17 @@ def test_7_resume_refuses_a_damaged_trainer_state_in_one_line(trained, tmp_path,
 
 EXPERIMENT_FLAGS = ["--pe", "rope", "--seeds", "1", "--d-model", "16", "--n-layer", "1", "--n-head", "2",
                     "--train-len", "128", "--steps", "60", "--batch-size", "4", "--lengths", "1",
-                    "--passkey-lengths", "1", "--depths", "0", "--trials", "1", "--eval-chars", "256",
-                    "--retrieve-target", "0", "--jobs", "1", "--quiet"]
+                    "--passkey-lengths", "1", "--prompts", "1", "--eval-chars", "256",
+                    "--jobs", "1", "--quiet"]
 
 
 @pytest.mark.parametrize("flags, words", [
     (["--seeds", "0"], ["--seeds"]),
     (["--lengths", "0"], ["--lengths"]),
     (["--passkey-lengths", "0"], ["--passkey-lengths"]),
-    (["--trials", "0"], ["--trials"]),
-    (["--depths", "2.0"], ["--depths"]),
+    (["--prompts", "0"], ["--prompts"]),
+    (["--prompts", "nan"], ["--prompts"]),
+    (["--steps", "-5"], ["--steps"]),
     (["--continue-at", "-1"], ["--continue-at"]),
     (["--continue-at", "1"], ["--continue-at"]),
     (["--continue-steps", "0"], ["--continue-steps"]),

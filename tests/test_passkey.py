@@ -6,9 +6,11 @@ import pytest
 from minifope import GPT, GPTConfig
 from minifope.data import CharTokenizer, shakespeare
 from minifope.errors import UserError
-from minifope.passkey import (AUTHORS_TASK, FILLER, NEEDLE, QUESTION, TASK, draw_keys,
-                              first_number, make_prompt, min_prompt_length, needle_grid,
-                              passkey_accuracy, passkey_examples, plot_needle_grid, score)
+from minifope.passkey import (AUTHORS_TASK, FILLER, NEEDLE, PROBE_PROMPTS, QUESTION, TASK,
+                              distance_grid, draw_keys, first_number, has_repeated_digit,
+                              make_prompt, make_prompt_at_distance, max_distance, min_distance,
+                              min_prompt_length, needle_grid, passkey_accuracy, passkey_examples,
+                              plot_needle_grid, probe_accuracy, probe_keys, prompt_length, score)
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +239,90 @@ def test_evaluation_lays_out_the_window_as_training_does(tokenizer, monkeypatch)
     for row in x:
         text = tokenizer.decode(row)
         assert text.index(QUESTION) + len(QUESTION) == 194 and len(text) == 200
+
+
+# --- the lab's layout: distance, fresh keys, the probe set ------------------------------------
+
+@pytest.mark.parametrize("length", [117, 250, 1018])
+def test_the_needle_sits_at_the_asked_distance_from_the_end_of_the_prompt(length):
+    low, high = min_distance(), max_distance(length)
+    assert low == 81 and high == 81 + length - min_prompt_length()
+    for distance in sorted({low, (low + high) // 2, high}):
+        prompt, key_start = make_prompt_at_distance(length, distance, "48213")
+        assert len(prompt) == length and prompt.endswith("\n" + QUESTION)
+        assert len(prompt) - key_start == distance
+        assert prompt[key_start:key_start + 5] == "48213"
+        assert prompt[key_start - len("The pass key is "):key_start] == "The pass key is "
+    # the nearest: nothing but the needle's rest, an empty filler line and the question
+    prompt, _ = make_prompt_at_distance(length, low, "48213")
+    assert prompt.endswith("48213 is the pass key.\n\n" + QUESTION)
+    # the farthest: the needle right after the task line
+    assert make_prompt_at_distance(length, high, "48213")[0].startswith(TASK + "\n\nThe pass key is 48213")
+
+
+@pytest.mark.parametrize("distance", [80, 215, 100.0, None])
+def test_a_distance_the_prompt_cannot_hold_is_refused(distance):
+    with pytest.raises(UserError, match="needle distance"):
+        make_prompt_at_distance(250, distance, "12345")  # 81 .. 214
+
+
+def test_the_distance_grid_reaches_below_n_at_every_length_and_the_whole_window():
+    assert distance_grid(256, 256) == [81, 128, 214]
+    assert distance_grid(4096, 256) == [81, 128, 256, 512, 1024, 2048, 4054]
+    for L in (256, 512, 1024, 2048, 4096):
+        grid = distance_grid(L, 256)
+        assert grid[0] == 81 < 256 and grid[-1] == max_distance(prompt_length(L))
+
+
+def test_keys_are_fresh_per_prompt_and_never_a_probe_key():
+    rng = np.random.default_rng(0)
+    keys = draw_keys(rng, 2000, exclude=probe_keys())
+    assert len(set(keys)) > 1950  # about 22 repeats expected among 2000 of 90000
+    assert not set(keys) & set(probe_keys()) and len(probe_keys()) == PROBE_PROMPTS
+    assert all(len(k) == 5 and k[0] != "0" for k in keys)
+    # the share of keys with a repeated digit is 1 - 9*9*8*7*6 / 90000 = 0.6976
+    share = np.mean([has_repeated_digit(k) for k in keys])
+    assert abs(share - 0.6976) < 0.04
+    assert has_repeated_digit("12315") and not has_repeated_digit("12345")
+    with pytest.raises(UserError, match="no 1-digit key is left"):
+        draw_keys(rng, 1, 1, exclude=[str(k) for k in range(1, 10)])
+
+
+def test_passkey_by_distance_gives_every_prompt_its_own_key_and_one_seed_the_same_prompts(
+        model, tokenizer, monkeypatch):
+    import minifope.passkey as pk
+
+    seen = []
+
+    def oracle(model, idx, n_new, temperature, window):  # reads the key from the needle
+        answers = []
+        for row in idx:
+            text = tokenizer.decode(row)
+            seen.append((len(text) - text.index("The pass key is ") - len("The pass key is "), window))
+            answers.append(tokenizer.encode(f" {first_number(text.split('The pass key is ')[1])}."))
+        return np.concatenate([idx, np.stack(answers)], axis=1)
+
+    monkeypatch.setattr(pk, "generate", oracle)
+    r = pk.passkey_by_distance(None, tokenizer, [256, 512], 256, 4, seed=3, progress=False)
+    assert r["distances"] == [[81, 128, 214], [81, 128, 256, 470]]
+    assert np.array(r["correct"][1]).shape == (4, 4) and all(c == 1 for L in r["correct"] for d in L for c in d)
+    keys = [k for L in r["keys"] for d in L for k in d]
+    assert len(set(keys)) == len(keys) == 28  # a fresh key for each of 7 cells x 4 prompts
+    # each prompt's needle sits at its cell's distance, in a window of its length
+    assert seen == [(d, L) for L, ds in zip([256, 512], r["distances"]) for d in ds for _ in range(4)]
+    assert pk.passkey_by_distance(None, tokenizer, [256, 512], 256, 4, seed=3, progress=False) == r
+    assert pk.passkey_by_distance(None, tokenizer, [256, 512], 256, 4, seed=4, progress=False)["keys"] != r["keys"]
+
+
+def test_the_probe_reads_zero_on_an_untrained_model_and_one_for_an_oracle(model, tokenizer, monkeypatch):
+    import minifope.passkey as pk
+
+    assert probe_accuracy(model, tokenizer, 256) == 0.0
+
+    def oracle(model, idx, n_new, temperature, window):
+        answers = [tokenizer.encode(f" {first_number(tokenizer.decode(row).split('The pass key is ')[1])}.")
+                   for row in idx]
+        return np.concatenate([idx, np.stack(answers)], axis=1)
+
+    monkeypatch.setattr(pk, "generate", oracle)
+    assert pk.probe_accuracy(None, tokenizer, 256) == 1.0
