@@ -451,11 +451,26 @@ def run_one(ec, out, label, seed, progress=False):
     return rows
 
 
-_worker = {}  # in a worker process: the report queue, the count of runs not done, cores, jobs
+_worker = {}  # in a worker process: the report queue, the count of runs not done, cores, jobs, busy
 
 
 def _start_worker(queue, unfinished, cores, jobs):
-    _worker.update(queue=queue, unfinished=unfinished, cores=cores, jobs=jobs)
+    import signal
+
+    _worker.update(queue=queue, unfinished=unfinished, cores=cores, jobs=jobs, busy=False)
+    # Ctrl-C or SIGTERM: a trainer saves and stops between steps (loop.StopOnSignals, which
+    # replaces these handlers while it trains); an evaluation stops where it is, and what it
+    # finished is kept. Either way the run ends with Stopped, which the pool hands back, so
+    # the pool stays whole. An idle worker has nothing to stop.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_worker)
+
+
+def _stop_worker(signum, frame):
+    from .loop import Stopped
+
+    if _worker.get("busy"):
+        raise Stopped("stopped", signum)
 
 
 def _fit_threads():
@@ -474,10 +489,12 @@ def _run_one_in_worker(ec, out, label, seed):
         _fit_threads()
         _worker["queue"].put((name, args, info))
 
+    _worker["busy"] = True
     try:
         _fit_threads()
         return run_one(ec, out, label, seed, report)
     finally:
+        _worker["busy"] = False
         with _worker["unfinished"].get_lock():
             _worker["unfinished"].value -= 1
 

@@ -424,3 +424,29 @@ def test_a_new_run_never_appends_to_the_log_of_an_attempt_that_saved_nothing(tmp
     assert cli("train", "--data", data_file, "--out", out, "--steps", 10, *TINY_FLAGS).returncode == 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [5, 10] and all(r.get("loss") != 99.0 for r in records)
+
+
+def test_sigterm_to_an_experiment_while_its_workers_evaluate_stops_it_cleanly(tmp_path, data_file):
+    # the runs train 2 steps, then evaluate passkey prompts at 16N for a while: the signal
+    # reaches workers that are evaluating (no trainer to catch it), and the experiment still
+    # ends in one line with 128 + SIGTERM, keeps what was trained, and resumes to the end
+    out = tmp_path / "exp"
+    flags = ["experiment", "--out", str(out), "--data", str(data_file), *EXPERIMENT_FLAGS, "--pe", "alibi",
+             "--seeds", "2", "--steps", "2", "--jobs", "2", "--passkey-lengths", "16", "--prompts", "64"]
+    proc = subprocess.Popen([sys.executable, "-m", "minifope", *flags], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpts = [out / "runs/alibi" / f"seed{k}" / "ckpt.npz" for k in (0, 1)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(c.exists() for c in ckpts):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the evaluation
+    assert proc.poll() is None, "the evaluation ended before the signal: make it longer"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not any((c.parent / "eval.json").exists() for c in ckpts)
+    resumed = cli(*flags)
+    assert resumed.returncode == 0, resumed.stderr
+    assert all((c.parent / "eval.json").exists() for c in ckpts)
