@@ -117,8 +117,16 @@ def cmd_experiment(args):
     from .experiment import markdown_table, run_experiment
 
     start = time.time()
-    summary = run_experiment(experiment_config(args, args.preset()), args.out, progress=not args.quiet,
-                             jobs=args.jobs)
+    ec = experiment_config(args, args.preset())
+    if args.report_to is not None:
+        from .experiment import report_finished
+
+        summary = report_finished(ec, args.out, args.report_to)
+        print(markdown_table(summary))
+        print(f"the runs of {args.out} finished so far (seeds {summary['variants'][ec.variants[0]]['seeds']}): "
+              f"results and figures in {args.report_to}")
+        return 0
+    summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
     print(markdown_table(summary))
     print(f"results: {args.out}/results.json and results.md; figures: {args.out}/figure.png, "
           f"passkey_by_distance.png, retrieval_curves.png, loss_by_position.png "
@@ -145,7 +153,7 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--n-layer", type=positive_int)
     p.add_argument("--n-head", type=positive_int)
     p.add_argument("--train-len", type=positive_int, help="N, the training length")
-    p.add_argument("--steps", type=positive_int, help="the steps every run trains, the same for all (4000)")
+    p.add_argument("--steps", type=positive_int, help="the steps every run trains, the same for all (5000; demo 1400)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=fraction, help="share of each batch made of passkey prompts")
@@ -168,6 +176,9 @@ def add_experiment_flags(p, default_out, preset):
                    help="runs trained at once, each in its own process (default: one per core, at "
                    "most one per run); the cores are shared among the runs still going")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report-to", type=path, metavar="DIR", help="train nothing: write the results of "
+                   "the runs of --out finished so far (every variant of a seed evaluated) into DIR; "
+                   "give the flags the experiment was started with")
     add_threads_flag(p, ", shared among the jobs")
 
 

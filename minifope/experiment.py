@@ -106,7 +106,7 @@ class ExperimentConfig:
     seeds: int = 3
     model: dict = field(default_factory=lambda: dict(d_model=64, n_layer=4, n_head=4, train_len=256))
     # a constant rate after warmup (min_lr = lr): see the module docstring
-    train: dict = field(default_factory=lambda: dict(steps=4000, batch_size=16, lr=3e-3, min_lr=3e-3,
+    train: dict = field(default_factory=lambda: dict(steps=5000, batch_size=16, lr=3e-3, min_lr=3e-3,
                                                      warmup=50, passkey_frac=0.5,
                                                      passkey_loss="keys", eval_interval=250,
                                                      eval_batches=8))
@@ -188,7 +188,10 @@ def demo_config():
     return ec
 
 
-DEMO_STEPS = 2000
+# Two of the demo's three runs train side by side on 2 cores, the third alone after them:
+# about 1400 / 3.7 + 1400 / 4.9 s of training on the 2-core AMD EPYC (Zen 3) the README
+# names, plus about 2 minutes of evaluation. The lab trains 5000 (ExperimentConfig).
+DEMO_STEPS = 1400
 
 
 def _slug(label):
@@ -572,6 +575,47 @@ def _cached_eval(run_dir, ec, step, compute, name="eval"):
     result = compute()
     _write_json(path, {"eval_key": ec.eval_key(), "step": step, "result": result})
     return result
+
+
+def finished_runs(ec, out):
+    """{row: {seed: result}}, as run_experiment gathers them, of the runs in `out` already
+    evaluated at the budget under ec's evaluation settings, training and evaluating nothing.
+    Only the seeds every variant has finished are kept, so that comparisons stay paired;
+    rows of continued training (continue_factor) are left out."""
+    budget = TrainConfig(**ec.train).steps
+    runs, seeds = {}, []
+    for seed in range(ec.seeds):
+        rows = {}
+        for label in ec.variants:
+            run_dir = _run_dir(out, label, seed)
+            stored = _read_cache(run_dir / "eval.json")
+            if not stored or stored.get("eval_key") != ec.eval_key() or stored.get("step") != budget:
+                break
+            rows[label] = dict(stored["result"], curve=retrieval_curve(run_dir), steps=budget)
+            for kind in ec.extend:
+                extra = _read_cache(run_dir / f"eval-{kind}.json")
+                if extra and extra.get("eval_key") == ec.eval_key() and extra.get("step") == budget:
+                    rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
+        else:
+            seeds.append(seed)
+            for name, result in rows.items():
+                runs.setdefault(name, {})[seed] = result
+    return runs, seeds
+
+
+def report_finished(ec, out, dest):
+    """Write results.json, results.md and the figures of the runs of `out` finished so far
+    (finished_runs) into `dest`; return the summary. For a look at a long experiment while it
+    runs or after it stopped. Raises UserError when no seed has finished every variant."""
+    ec.check()
+    runs, seeds = finished_runs(ec, Path(out))
+    if not seeds:
+        raise UserError(f"{out} has no seed whose runs of every variant ({', '.join(ec.variants)}) are "
+                        "evaluated yet, under these settings; nothing to report")
+    summary = summarise(runs, dataclasses.replace(ec, seeds=len(seeds)), ec.model["train_len"])
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    write_report(summary, dest)
+    return summary
 
 
 def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progress):

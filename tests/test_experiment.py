@@ -322,3 +322,24 @@ def test_a_checkpoint_from_before_the_yarn_ramp_field_loads_and_evaluates(tmp_pa
     assert probe_accuracy(old, tok, 128) == 0.0
     pk = passkey_by_distance(old, tok, [128], 128, 2, seed=0, progress=False)
     assert np.array(pk["correct"][0]).shape == (2, 2)
+
+
+def test_report_to_summarises_the_seeds_every_variant_has_finished(tmp_path):
+    ec = tiny(seeds=2)
+    run_experiment(tiny(seeds=1), tmp_path / "exp", progress=False)  # seed 0 of both variants done
+    summary = E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    assert summary["variants"]["rope"]["seeds"] == [0] and summary["seeds"] == 1
+    assert (tmp_path / "report/results.md").exists() and (tmp_path / "report/figure.png").exists()
+    # a seed with one variant missing is left out, so the comparison stays paired
+    (tmp_path / "exp/runs/alibi/seed0/eval.json").unlink()
+    with pytest.raises(UserError, match="no seed whose runs of every variant"):
+        E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    result = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(tmp_path / "exp"),
+                             "--report-to", str(tmp_path / "r2"), "--pe", "rope", "--seeds", "1",
+                             "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "128",
+                             "--steps", "4", "--batch-size", "4", "--lengths", "1", "2", "--eval-chars", "512",
+                             "--passkey-lengths", "1", "2", "--prompts", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # from the command line, with the evaluation settings the runs were evaluated under
+    assert result.returncode == 0, result.stderr
+    assert "| rope |" in result.stdout and (tmp_path / "r2/results.json").exists()
