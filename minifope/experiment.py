@@ -454,13 +454,14 @@ def run_one(ec, out, label, seed, progress=False):
     return rows
 
 
-_worker = {}  # in a worker process: the report queue, the count of runs not done, cores, jobs, busy
+_worker = {}  # in a worker process: the report queue, the count of runs not done, cores, jobs,
+# the stop event, busy
 
 
-def _start_worker(queue, unfinished, cores, jobs):
+def _start_worker(queue, unfinished, cores, jobs, stop):
     import signal
 
-    _worker.update(queue=queue, unfinished=unfinished, cores=cores, jobs=jobs, busy=False)
+    _worker.update(queue=queue, unfinished=unfinished, cores=cores, jobs=jobs, stop=stop, busy=False)
     # Ctrl-C or SIGTERM: a trainer saves and stops between steps (loop.StopOnSignals, which
     # replaces these handlers while it trains); an evaluation stops where it is, and what it
     # finished is kept. Either way the run ends with Stopped, which the pool hands back, so
@@ -494,6 +495,12 @@ def _run_one_in_worker(ec, out, label, seed):
 
     _worker["busy"] = True
     try:
+        if _worker["stop"].is_set():
+            # a run the pool had already queued for this process when the experiment was
+            # stopped (queued work cannot be cancelled): it does not start
+            from .loop import Stopped
+
+            raise Stopped("stopped before it started")
         _fit_threads()
         return run_one(ec, out, label, seed, report)
     finally:
@@ -521,6 +528,7 @@ def _run_in_processes(ec, out, todo, jobs, cores, board):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     unfinished = context.Value("i", len(todo))
+    stopping = context.Event()
 
     def show():
         for item in iter(queue.get, None):
@@ -530,7 +538,7 @@ def _run_in_processes(ec, out, todo, jobs, cores, board):
     listener = threading.Thread(target=show, daemon=True)
     listener.start()
     pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                                                  initargs=(queue, unfinished, cores, jobs))
+                                                  initargs=(queue, unfinished, cores, jobs, stopping))
     try:
         with StopOnSignals() as stop:
             futures = [pool.submit(_run_one_in_worker, ec, out, label, seed) for label, seed in todo]
@@ -539,10 +547,11 @@ def _run_in_processes(ec, out, todo, jobs, cores, board):
             while pending:
                 done, pending = concurrent.futures.wait(pending, timeout=0.2)
                 for future in done:
-                    if future.exception() is not None and not stop.requested:
+                    if not future.cancelled() and future.exception() is not None and not stop.requested:
                         raise future.exception()
                 if stop.requested and not passed_on:
                     passed_on = True
+                    stopping.set()  # before the signal: a worker it stops may take a queued run next
                     for future in futures:
                         future.cancel()
                     for process in multiprocessing.active_children():  # the pool's workers

@@ -376,11 +376,13 @@ def test_a_model_too_large_for_this_machine_is_refused_before_it_is_built(tmp_pa
 
 
 def test_sigterm_to_an_experiment_reaches_its_workers_which_save(tmp_path, data_file):
+    # 4 runs on 2 workers: the pool has already queued a third run for a worker, which must
+    # not start once the experiment is stopped
     from minifope.checkpoint import load_checkpoint
 
     out = tmp_path / "exp"
     proc = subprocess.Popen([sys.executable, "-m", "minifope", "experiment", "--out", str(out), "--data",
-                             str(data_file), *EXPERIMENT_FLAGS, "--pe", "alibi", "--seeds", "2",
+                             str(data_file), *EXPERIMENT_FLAGS, "--pe", "alibi", "--seeds", "4",
                              "--steps", "100000", "--jobs", "2"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [out / "runs/alibi" / f"seed{k}" / "log.jsonl" for k in (0, 1)]
@@ -395,6 +397,7 @@ def test_sigterm_to_an_experiment_reaches_its_workers_which_save(tmp_path, data_
     for log in logs:
         last_logged = json.loads(log.read_text().splitlines()[-1])["step"]
         assert load_checkpoint(log.parent)[2]["step"] >= last_logged > 0
+    assert not (out / "runs/alibi/seed2").exists() and not (out / "runs/alibi/seed3").exists()
 
 
 def test_a_passkey_window_too_short_is_refused_before_training(tmp_path, data_file):
