@@ -148,7 +148,7 @@ def add_experiment_flags(p, default_out, preset):
                    help="more variants: any of --pe's, or NAME:field=value[,...]")
     p.add_argument("--sigma", nargs="+", type=nonnegative_float, help="FoPE sigma sweep (adds fope variants)")
     p.add_argument("--fope-dims", nargs="+", type=natural, help="FoPE D sweep (adds fope variants)")
-    p.add_argument("--seeds", type=positive_int, help="seeds per variant (3)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per variant (3; demo 1)")
     p.add_argument("--d-model", type=positive_int)
     p.add_argument("--n-layer", type=positive_int)
     p.add_argument("--n-head", type=positive_int)
@@ -159,12 +159,12 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--passkey-frac", type=fraction, help="share of each batch made of passkey prompts")
     p.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
                    "and the needle's second copy of the key)")
-    p.add_argument("--lengths", nargs="+", type=positive_int, help="loss at N x these (1 2 4 8 16)")
+    p.add_argument("--lengths", nargs="+", type=positive_int, help="loss at N x these (1 2 4 8 16; demo 1 2 4 8)")
     p.add_argument("--eval-chars", type=positive_int, help="characters of evaluation text per length, "
-                   "in non-overlapping windows (262144, or as much as the text holds)")
-    p.add_argument("--passkey-lengths", nargs="+", type=positive_int, help="passkey at N x these (1 2 4 8 16)")
+                   "in non-overlapping windows (262144; demo 65536; or as much as the text holds)")
+    p.add_argument("--passkey-lengths", nargs="+", type=positive_int, help="passkey at N x these (1 2 4 8 16; demo 1 2 4 8)")
     p.add_argument("--prompts", type=positive_int, help="passkey prompts per (length, distance) cell and "
-                   "seed, each with a fresh key (32)")
+                   "seed, each with a fresh key (32; demo 16)")
     p.add_argument("--extend", nargs="+", choices=["pi", "ntk", "yarn"],
                    help="also evaluate RoPE under these scalings, s = L / N")
     p.add_argument("--continue-at", type=at_least_two, metavar="K",
@@ -213,7 +213,7 @@ def build_parser():
     add_experiment_flags(p, "runs/experiment", ExperimentConfig)
     p.set_defaults(run=cmd_experiment)
 
-    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 15 min on 2 "
+    p = sub.add_parser("demo", help="the scaled-down Figure 1: RoPE, FoPE, ALiBi past N (about 13 min on 2 "
                        "cores)", description="The experiment's design at a smaller scale: rope, fope "
                        "as the authors ran it and alibi, one seed, lengths to 8N, 16 passkey prompts "
                        "per cell (experiment.demo_config). The flags change it as they change experiment's.")
