@@ -866,6 +866,9 @@ def write_report(summary, out):
     N = summary["train_len"]
     variants = summary["variants"]
     colour = {label: f"C{i}" for i, label in enumerate(variants)}
+    # on the log x axes, each variant's points a little apart, so that equal values (zeros,
+    # ones) do not hide each other
+    dodge = {label: 2 ** (0.04 * (i - (len(variants) - 1) / 2)) for i, label in enumerate(variants)}
     interval = f"{summary.get('level', 0.95):.0%} interval"
 
     fig = Figure(figsize=(11, 4))
@@ -878,7 +881,8 @@ def write_report(summary, out):
     for label, v in variants.items():
         if "passkey" in v:
             pk = v["passkey"]
-            ax_pk.errorbar(pk["lengths"], [r["mean"] for r in pk["by_length"]], yerr=_yerr(pk["by_length"]),
+            ax_pk.errorbar(np.array(pk["lengths"]) * dodge[label], [r["mean"] for r in pk["by_length"]],
+                           yerr=_yerr(pk["by_length"]),
                            marker="o", capsize=3, label=label, color=colour[label])
     ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
     ax_pk.set_xscale("log", base=2)
@@ -909,7 +913,8 @@ def write_report(summary, out):
         for i, (ax, L) in enumerate(zip(axes, lengths)):
             for label, pk in with_pk.items():
                 cells = pk["cells"][i]
-                ax.errorbar(pk["distances"][i], [r["mean"] for r in cells], yerr=_yerr(cells), marker="o",
+                ax.errorbar(np.array(pk["distances"][i]) * dodge[label], [r["mean"] for r in cells],
+                            yerr=_yerr(cells), marker="o",
                             capsize=2, label=label, color=colour[label])
             ax.axvline(N, color="gray", linestyle="--", linewidth=1)
             ax.set_xscale("log", base=2)
