@@ -374,6 +374,7 @@ def _demo_run(spec):
 
     from .data import shakespeare
     from .experiment import ExperimentConfig, demo_config, parse_variant, run_one
+    from .lengthgen import window_count
     from .passkey import distance_grid
 
     ec = demo_config()
@@ -395,7 +396,7 @@ def _demo_run(spec):
     # the tokens the evaluation reads: its windows of loss by length, its passkey prompts, and
     # for a rotating embedding the 256 windows of N of the leakage measure (experiment._leakage)
     text = len(shakespeare()[1])
-    eval_tokens = (sum(max(1, min(ec.eval_chars // (m * N), text // (m * N + 1))) * m * N for m in ec.multipliers)
+    eval_tokens = (sum(window_count(text, m * N, ec.eval_chars) * m * N for m in ec.multipliers)
                    + ec.prompts * sum(len(distance_grid(m * N, N)) * m * N for m in ec.passkey_multipliers)
                    + (256 * N if parse_variant(label)["pe"] in ("rope", "fope") else 0))
     return dict(seconds=seconds, train_seconds=trained, eval_seconds=seconds - trained,

@@ -699,28 +699,7 @@ def _passkey_summary(per_seed):
         out["by_length"].append(stats.accuracy_interval(correct.reshape(len(per_seed), -1)))
         out["cells"].append([stats.accuracy_interval(correct[:, j]) for j in range(correct.shape[1])])
         repeated = np.vectorize(has_repeated_digit)(keys)
-        out["repeated"].append(_split_by_repeated_digit(correct.ravel(), repeated.ravel()))
-    return out
-
-
-def _split_by_repeated_digit(correct, repeated, level=stats.LEVEL, resamples=stats.RESAMPLES):
-    """Accuracy of the prompts whose key has a repeated digit and of those whose key has not
-    (Wilson intervals over the pooled prompts), and their difference with a bootstrap interval
-    (prompts resampled within each group)."""
-    groups = {"repeated": correct[repeated], "distinct": correct[~repeated]}
-    out = {}
-    for name, c in groups.items():
-        low, high = stats.wilson_interval(c.sum(), len(c), level) if len(c) else (None, None)
-        out[name] = dict(n=int(len(c)), mean=float(c.mean()) if len(c) else None, low=low, high=high)
-    a, b = groups["repeated"], groups["distinct"]
-    if len(a) and len(b):
-        rng = np.random.default_rng(0)
-        boot = (a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
-                - b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1))
-        tail = (1 - level) / 2
-        low, high = (float(x) for x in np.quantile(boot, [tail, 1 - tail]))
-        out["difference"] = dict(mean=float(a.mean() - b.mean()), low=low, high=high,
-                                 separated=low > 0 or high < 0)
+        out["repeated"].append(stats.accuracy_by_group(correct.ravel(), repeated.ravel()))
     return out
 
 
@@ -848,7 +827,7 @@ def markdown_table(summary):
     return "\n".join(out) + "\n"
 
 
-def _yerr(rs):
+def error_bars(rs):
     """Asymmetric error bars (2, n) from interval dicts; zeros where there is no interval."""
     return np.array([[r["mean"] - r["low"] if r.get("low") is not None else 0.0 for r in rs],
                      [r["high"] - r["mean"] if r.get("high") is not None else 0.0 for r in rs]])
@@ -875,14 +854,14 @@ def write_report(summary, out):
     ax_loss, ax_pk = fig.subplots(1, 2)
     curves = {k: ([int(L) for L in v["loss"]], [r["mean"] for r in v["loss"].values()])
               for k, v in variants.items()}
-    spread = {k: _yerr(list(v["loss"].values())) for k, v in variants.items()}
+    spread = {k: error_bars(list(v["loss"].values())) for k, v in variants.items()}
     plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
     ax_loss.set_title(f"validation loss past the training length ({interval})")
     for label, v in variants.items():
         if "passkey" in v:
             pk = v["passkey"]
             ax_pk.errorbar(np.array(pk["lengths"]) * dodge[label], [r["mean"] for r in pk["by_length"]],
-                           yerr=_yerr(pk["by_length"]),
+                           yerr=error_bars(pk["by_length"]),
                            marker="o", capsize=3, label=label, color=colour[label])
     ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
     ax_pk.set_xscale("log", base=2)
@@ -914,7 +893,7 @@ def write_report(summary, out):
             for label, pk in with_pk.items():
                 cells = pk["cells"][i]
                 ax.errorbar(np.array(pk["distances"][i]) * dodge[label], [r["mean"] for r in cells],
-                            yerr=_yerr(cells), marker="o",
+                            yerr=error_bars(cells), marker="o",
                             capsize=2, label=label, color=colour[label])
             ax.axvline(N, color="gray", linestyle="--", linewidth=1)
             ax.set_xscale("log", base=2)

@@ -37,18 +37,25 @@ def eval_windows(data, length, n_windows):
     return data[starts[:, None] + np.arange(length + 1)]
 
 
+def window_count(n_tokens, length, chars_per_length):
+    """How many windows of `length` loss_by_length scores in a text of n_tokens: chars_per_length
+    // length, or as many as fit without overlap (n_tokens // (length + 1)) if fewer; at least 1."""
+    return max(1, min(chars_per_length // length, n_tokens // (length + 1)))
+
+
 def loss_by_length(model, data, lengths, chars_per_length=32768, batch_size=8, n_buckets=16,
                    progress=True):
     """Evaluate `model` on `data` (int tokens) at each length in `lengths`.
 
-    Each length gets max(1, chars_per_length // L) windows, or as many as `data` holds without
-    overlap (len(data) // (L + 1)) if that is fewer, evenly spread and never overlapping, so
-    every length sees about the same amount of text (the same windows for every model). Returns {L: {"loss", "ppl", "n_windows", "bucket_edges",
+    Each length gets window_count windows (chars_per_length // L, or as many as `data` holds
+    without overlap if that is fewer), evenly spread and never overlapping, so every length sees
+    about the same amount of text (the same windows for every model). Returns {L: {"loss", "ppl",
+    "n_windows", "bucket_edges",
     "bucket_loss"}}, where bucket_loss[i] is the mean loss at positions
     bucket_edges[i] <= m < bucket_edges[i+1].
     """
     results = {}
-    jobs = [(L, max(1, min(chars_per_length // L, len(data) // (L + 1)))) for L in lengths]
+    jobs = [(L, window_count(len(data), L, chars_per_length)) for L in lengths]
     bar = progress_bar(progress, sum(n for _, n in jobs), "loss by length", "window")
     for L, n_windows in jobs:
         windows = eval_windows(data, L, n_windows)

@@ -171,12 +171,17 @@ def make_prompt_at_distance(length, distance, key, task=TASK):
     return "\n".join(parts), len(task) + 1 + n_filler - after + 1 + KEY_OFFSET
 
 
+def distance_range(length, key_digits=5, task=TASK):
+    """(shortest, longest) needle distance in a window of `length`: min_distance and the
+    whole prompt but its task line."""
+    return min_distance(key_digits), max_distance(prompt_length(length, key_digits), key_digits, task)
+
+
 def distance_grid(length, train_len, key_digits=5, task=TASK):
     """The needle distances scored in a window of `length`: the shortest (min_distance), each
     of N/2, N, 2N, 4N, ... that lies between, and the longest (the whole prompt but its task
     line), so every length has distances below N and one as far as the window allows."""
-    low = min_distance(key_digits)
-    high = max_distance(prompt_length(length, key_digits), key_digits, task)
+    low, high = distance_range(length, key_digits, task)
     middle, d = [], max(1, train_len // 2)
     while d < high:
         if d > low:
@@ -200,8 +205,7 @@ def probe_accuracy(model, tokenizer, train_len, key_digits=5, task=TASK):
     """Passkey accuracy at N on the probe set: PROBE_PROMPTS prompts with probe_keys(), their
     distances evenly spread from the shortest to the longest. What the lab logs during training."""
     keys = probe_keys(key_digits)
-    low = min_distance(key_digits)
-    high = max_distance(prompt_length(train_len, key_digits), key_digits, task)
+    low, high = distance_range(train_len, key_digits, task)
     distances = np.round(np.linspace(low, high, len(keys))).astype(int)
     return float(retrieved(model, tokenizer, train_len, distances, keys, task).mean())
 

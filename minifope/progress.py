@@ -1,6 +1,6 @@
 """Progress: a bar in the terminal, or reports to an experiment's board of runs.
 
-Long work (training, loss by length, the needle grid) takes `progress`: True shows its own
+Long work (training, loss by length, passkey by distance, the needle grid) takes `progress`: True shows its own
 tqdm bar, False shows nothing, and a callable report(stage, done, total, **info) is told
 instead. An experiment passes such a callable for each run, so that the runs it trains at
 once, each in its own worker process, show on one board: a line per run with its stage
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 
 class _Reported:
-    """The part of a tqdm bar that loss_by_length and needle_grid use, told to a report."""
+    """The part of a tqdm bar that the evaluations use (update, close, with), told to a report."""
 
     def __init__(self, report, stage, total):
         self.report, self.stage, self.total, self.n = report, stage, total, 0

@@ -50,6 +50,13 @@ def wilson_interval(k, n, level=LEVEL):
     return float(ci.low), float(ci.high)
 
 
+def _percentiles(boot, level):
+    # the percentile interval of a bootstrap distribution
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def _resample(n_seeds, n_prompts, rng, resamples):
     # (R, S) seed indices, then (R, S, P) prompt indices within each drawn seed
     seeds = rng.integers(0, n_seeds, (resamples, n_seeds))
@@ -66,9 +73,7 @@ def accuracy_interval(correct, level=LEVEL, resamples=RESAMPLES, seed=0):
         raise ValueError(f"correct must be a non-empty (seeds, prompts) array, got shape {c.shape}")
     S, P = c.shape
     s, p = _resample(S, P, np.random.default_rng(seed), resamples)
-    boot = c[s, p].mean(axis=(1, 2))
-    tail = (1 - level) / 2
-    low, high = np.quantile(boot, [tail, 1 - tail])
+    low, high = _percentiles(c[s, p].mean(axis=(1, 2)), level)
     w_low, w_high = wilson_interval(c.sum(), c.size, level)
     per_seed = c.mean(axis=1)
     return dict(n_seeds=S, n_prompts=P, mean=float(c.mean()),
@@ -90,10 +95,30 @@ def paired_accuracy_difference(a, b, level=LEVEL, resamples=RESAMPLES, seed=0):
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"a and b must be (seeds, prompts) arrays of one shape, got {a.shape} and {b.shape}")
     s, p = _resample(*a.shape, np.random.default_rng(seed), resamples)
-    boot = (a[s, p] - b[s, p]).mean(axis=(1, 2))
-    tail = (1 - level) / 2
-    low, high = (float(x) for x in np.quantile(boot, [tail, 1 - tail]))
+    low, high = _percentiles((a[s, p] - b[s, p]).mean(axis=(1, 2)), level)
     return dict(mean=float((a - b).mean()), low=low, high=high, separated=low > 0 or high < 0)
+
+
+def accuracy_by_group(correct, in_group, names=("repeated", "distinct"), level=LEVEL,
+                      resamples=RESAMPLES, seed=0):
+    """Accuracy of the prompts in a group (in_group True) and of the others, each with the
+    Wilson interval of its pooled prompts, and their difference (group - others) with a
+    bootstrap interval (prompts resampled within each group): {names[0], names[1],
+    "difference"}; no difference when a group is empty. correct, in_group: flat arrays."""
+    correct, in_group = np.asarray(correct, dtype=float), np.asarray(in_group, dtype=bool)
+    groups = {names[0]: correct[in_group], names[1]: correct[~in_group]}
+    out = {}
+    for name, c in groups.items():
+        low, high = wilson_interval(c.sum(), len(c), level) if len(c) else (None, None)
+        out[name] = dict(n=int(len(c)), mean=float(c.mean()) if len(c) else None, low=low, high=high)
+    a, b = groups.values()
+    if len(a) and len(b):
+        rng = np.random.default_rng(seed)
+        low, high = _percentiles(a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
+                                 - b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1), level)
+        out["difference"] = dict(mean=float(a.mean() - b.mean()), low=low, high=high,
+                                 separated=low > 0 or high < 0)
+    return out
 
 
 def interval_text(r, digits=3):

@@ -7,8 +7,8 @@ import pytest
 
 from minifope import GPT, GPTConfig
 from minifope.layers import cross_entropy_forward
-from minifope.lengthgen import (eval_windows, loss_by_length, plot_loss_by_length,
-                                plot_loss_by_position, token_losses)
+from minifope.lengthgen import (eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position,
+                                token_losses, window_count)
 
 
 def test_token_losses_average_to_the_cross_entropy():
@@ -28,6 +28,12 @@ def test_eval_windows_are_evenly_spread_and_one_longer_than_the_length():
     np.testing.assert_array_equal(w[-1], np.arange(89, 100))
     with pytest.raises(ValueError, match="needs 101"):
         eval_windows(data, 100, 1)
+
+
+def test_window_count_takes_the_asked_text_or_what_fits_without_overlap():
+    assert window_count(10_000, 100, 1000) == 10  # 1000 // 100
+    assert window_count(10_000, 1000, 1_000_000) == 9  # 10000 // 1001: windows never overlap
+    assert window_count(500, 1000, 4000) == 1  # at least one
 
 
 def test_loss_by_length_gives_mean_perplexity_and_position_buckets():

@@ -60,3 +60,19 @@ def test_paired_differences_separate_only_what_they_should():
     assert d["mean"] == pytest.approx(1 / 40) and 0 <= d["low"] and d["high"] <= 0.1
     with pytest.raises(ValueError):
         stats.paired_accuracy_difference(a, np.ones((2, 40)))
+
+
+def test_accuracy_by_group_splits_the_prompts_and_reads_zero_when_the_groups_agree():
+    correct = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    in_group = correct.astype(bool)
+    r = stats.accuracy_by_group(correct, in_group)
+    assert (r["repeated"]["n"], r["repeated"]["mean"], r["distinct"]["n"], r["distinct"]["mean"]) == (4, 1.0, 6, 0.0)
+    assert (r["repeated"]["low"], r["repeated"]["high"]) == stats.wilson_interval(4, 4)
+    assert r["difference"] == dict(mean=1.0, low=1.0, high=1.0, separated=True)  # every resample: 1 - 0
+    # both groups at 0.5: the difference interval holds zero
+    same = stats.accuracy_by_group(np.tile([0, 1], 40), np.repeat([True, False], 40))
+    assert same["difference"]["mean"] == 0.0 and not same["difference"]["separated"]
+    assert same["difference"]["low"] < 0 < same["difference"]["high"]
+    # an empty group: its accuracy is None and there is no difference
+    empty = stats.accuracy_by_group(correct, np.zeros(10, bool), names=("a", "b"))
+    assert empty["a"] == dict(n=0, mean=None, low=None, high=None) and "difference" not in empty
