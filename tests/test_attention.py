@@ -91,3 +91,15 @@ def test_attention_weights_are_the_causal_softmax_that_weighs_the_values(with_al
     assert (p[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0).all()
     out, _ = attention_forward(q, k, v, slopes, impl="full")
     np.testing.assert_allclose(p @ v, out, rtol=1e-12, atol=1e-14)
+
+
+def test_without_a_position_embedding_a_query_is_blind_to_the_order_of_the_keys_it_sees():
+    # lesson 1: permute the keys and values the last query sees, together, and its output stays;
+    # the earlier queries see other sets of keys, so theirs change (the causal mask's own signal)
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, 7, 8)) for _ in range(3))
+    perm = rng.permutation(7)
+    out, _ = attention_forward(q, k, v, impl="full")
+    moved, _ = attention_forward(q, k[:, :, perm], v[:, :, perm], impl="full")
+    np.testing.assert_allclose(moved[:, :, -1], out[:, :, -1], rtol=1e-12)
+    assert not np.allclose(moved[:, :, :-1], out[:, :, :-1])

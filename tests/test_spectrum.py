@@ -117,6 +117,25 @@ def test_an_activation_adds_harmonics(fn):
     assert pair_leakage(through_activation(z, fn), w).min() > 0.1
 
 
+def test_silu_adds_only_even_harmonics_and_tanh_only_odd_ones():
+    # silu(x) = x/2 + x tanh(x/2)/2, the second term even: on cos(w m) it keeps w and adds a
+    # constant and 2w, 4w, ..., never 3w or 5w; tanh, odd, adds 3w, 5w and no constant or 2w.
+    # On a bin-centred tone without a window each harmonic sits in one FFT bin.
+    k = 5  # w = 2 pi k / M
+    z = clean_sinusoids(np.array([2 * math.pi * k / M]), M)
+    _, silu_share = energy_spectrum(through_activation(z, silu), hann=False)
+    _, tanh_share = energy_spectrum(through_activation(z, np.tanh), hann=False)
+
+    def at(share, h):  # the energy share in the bin of h * w (bins fftshifted: bin M/2 is 0)
+        return share[M // 2 + h * k, 0]
+
+    for h in (0, 2, -2, 4, -4):
+        assert at(silu_share, h) > 1e-6 and at(tanh_share, h) < 1e-25
+    for h in (3, -3, 5, -5):
+        assert at(silu_share, h) < 1e-25
+    assert at(tanh_share, -3) > 1e-4 and at(tanh_share, 5) > 1e-6  # the complex pair's odd images
+
+
 def test_distortion_of_a_pair_whose_period_exceeds_the_window_is_invisible_in_it():
     w = np.array([1.0, 2 * math.pi / (8 * M)])
     leak = pair_leakage(through_activation(clean_sinusoids(w, M), silu), w)
