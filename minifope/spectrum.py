@@ -226,7 +226,8 @@ def plot_pair_spectra(z, w, ax=None, n_fft=None, title=None):
 
     z (..., M, J) pair signals (shares averaged over the leading axes), w (J,) marked as dots.
     Draws on `ax` (a new Figure without one) and returns its Figure; put a RoPE and a FoPE
-    model side by side by passing two axes of one figure.
+    model side by side by passing two axes of one figure. In a notebook pass an ax from
+    plt.subplots: Jupyter shows pyplot's figures, and prints a new bare Figure as text.
     """
     omega, share = energy_spectrum(z, n_fft)
     share = share.reshape(-1, *share.shape[-2:]).mean(axis=0)  # (K, J)

@@ -52,6 +52,20 @@ def test_lesson_is_committed_with_outputs_and_clean_metadata(name, folder):
             assert all(o["output_type"] != "error" for o in cell["outputs"])
 
 
+# a call that draws: one of the library's plot_* functions, pyplot, imshow, or a shown image
+DRAWS = re.compile(r"\bplot_\w+\(|\bplt\.(?:subplots|figure|plot|imshow|show)\(|\.imshow\(|\bImage\(")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("folder", ["", "solutions"])
+def test_every_cell_that_draws_is_committed_with_its_picture(name, folder):
+    # a bare matplotlib Figure returned by a cell shows as the text "<Figure size ...>"
+    missing = [i for i, cell in enumerate(load(LESSONS / folder / name)["cells"])
+               if cell["cell_type"] == "code" and DRAWS.search("".join(cell["source"]))
+               and not any("image/png" in o.get("data", {}) for o in cell["outputs"])]
+    assert not missing, f"{folder}/{name}: cells {missing} draw but hold no image"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_student_exercises_are_open_and_teacher_exercises_pass(name):
     student, teacher = load(LESSONS / name), load(LESSONS / "solutions" / name)
