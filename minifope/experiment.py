@@ -678,9 +678,8 @@ def summarise(runs, ec, N):
             entry["curves"] = {str(s): by_seed[s]["curve"] for s in seeds}
         if all("leakage" in by_seed[s] for s in seeds):
             layers = len(first["leakage"])
-            entry["leakage"] = [dict(q=float(np.mean([by_seed[s]["leakage"][l]["q"] for s in seeds])),
-                                     k=float(np.mean([by_seed[s]["leakage"][l]["k"] for s in seeds])))
-                                for l in range(layers)]
+            entry["leakage"] = [{x: stats.t_interval([by_seed[s]["leakage"][l][x] for s in seeds])
+                                 for x in ("q", "k")} for l in range(layers)]
         summary["variants"][label] = entry
     for a, b in itertools.combinations(runs, 2):
         summary["differences"].append(_paired(a, runs[a], b, runs[b]))
@@ -699,7 +698,8 @@ def _passkey_summary(per_seed):
         out["by_length"].append(stats.accuracy_interval(correct.reshape(len(per_seed), -1)))
         out["cells"].append([stats.accuracy_interval(correct[:, j]) for j in range(correct.shape[1])])
         repeated = np.vectorize(has_repeated_digit)(keys)
-        out["repeated"].append(stats.accuracy_by_group(correct.ravel(), repeated.ravel()))
+        out["repeated"].append(stats.accuracy_by_group(correct.reshape(len(per_seed), -1),
+                                                     repeated.reshape(len(per_seed), -1)))
     return out
 
 
@@ -779,18 +779,18 @@ def markdown_table(summary):
             head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in pk0["distances"][i]]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for label, pk in with_pk.items():
-                out.append("| " + " | ".join([label] + [f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
-                                                       for r in pk["cells"][i]]) + " |")
+                out.append("| " + " | ".join([label] + [_cell(r, 2) for r in pk["cells"][i]]) + " |")
             out.append("")
-        out += ["**Keys with a repeated digit against keys without** (accuracy pooled over seeds "
-                "and distances, Wilson intervals; difference repeated - distinct with a bootstrap "
-                "interval; n.s.: the interval contains 0)", ""]
+        out += ["**Keys with a repeated digit against keys without** (all distances; n: prompts; "
+                "accuracy pooled over seeds (sd of the per-seed accuracies) [interval as above]; "
+                "difference repeated - distinct with the seed-and-prompt bootstrap interval; n.s.: "
+                "the interval contains 0)", ""]
         head = ["variant"] + [f"{L // N}N: repeated / distinct / difference" for L in pk0["lengths"]]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label, pk in with_pk.items():
             cells = []
             for r in pk["repeated"]:
-                parts = [f"{g['mean']:.2f} (n={g['n']})" if g["n"] else "-" for g in (r["repeated"], r["distinct"])]
+                parts = [f"n={g['n']}: {_cell(g, 2)}" if g["n"] else "-" for g in (r["repeated"], r["distinct"])]
                 parts.append(_diff_cell(r["difference"], 2) if "difference" in r else "-")
                 cells.append(" / ".join(parts))
             out.append("| " + " | ".join([label] + cells) + " |")
@@ -820,10 +820,12 @@ def markdown_table(summary):
         layers = max(len(v) for v in with_leak.values())
         out += ["", "Spectral leakage: share of the rotated queries' energy away from each rotating "
                 "pair's own frequency (spectrum.model_leakage over 256 windows of N), mean over "
-                "pairs and seeds:", "", "| variant | " + " | ".join(f"layer {l}" for l in range(layers))
-                + " |", "|" + "---|" * (layers + 1)]
+                "pairs; over seeds mean (sd) [95% interval]. Caution: the measure reads well above zero "
+                "on an untrained model (the floor that content leaves, spectrum.model_leakage), so "
+                "the lab draws no conclusion from it.", "",
+                "| variant | " + " | ".join(f"layer {l}" for l in range(layers)) + " |", "|" + "---|" * (layers + 1)]
         for label, leak in with_leak.items():
-            out.append(f"| {label} | " + " | ".join(f"{x['q']:.3f}" for x in leak) + " |")
+            out.append(f"| {label} | " + " | ".join(_cell(x["q"]) for x in leak) + " |")
     return "\n".join(out) + "\n"
 
 

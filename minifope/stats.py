@@ -101,22 +101,41 @@ def paired_accuracy_difference(a, b, level=LEVEL, resamples=RESAMPLES, seed=0):
 
 def accuracy_by_group(correct, in_group, names=("repeated", "distinct"), level=LEVEL,
                       resamples=RESAMPLES, seed=0):
-    """Accuracy of the prompts in a group (in_group True) and of the others, each with the
-    Wilson interval of its pooled prompts, and their difference (group - others) with a
-    bootstrap interval (prompts resampled within each group): {names[0], names[1],
-    "difference"}; no difference when a group is empty. correct, in_group: flat arrays."""
-    correct, in_group = np.asarray(correct, dtype=float), np.asarray(in_group, dtype=bool)
-    groups = {names[0]: correct[in_group], names[1]: correct[~in_group]}
-    out = {}
-    for name, c in groups.items():
-        low, high = wilson_interval(c.sum(), len(c), level) if len(c) else (None, None)
-        out[name] = dict(n=int(len(c)), mean=float(c.mean()) if len(c) else None, low=low, high=high)
-    a, b = groups.values()
-    if len(a) and len(b):
-        rng = np.random.default_rng(seed)
-        low, high = _percentiles(a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
-                                 - b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1), level)
-        out["difference"] = dict(mean=float(a.mean() - b.mean()), low=low, high=high,
+    """Accuracy of the prompts in a group (in_group True) and of the others, and their
+    difference (group - others), from (seeds, prompts) arrays of 0/1 and bool.
+
+    Returns {names[0]: group, names[1]: others, "difference"}. A group: {n (prompts), mean
+    (pooled over seeds), sd (of the per-seed accuracies, over the seeds with a prompt in the
+    group; None with fewer than 2), low, high}, the interval the hull of the seed-and-prompt
+    bootstrap and the pooled Wilson interval, as in accuracy_interval. The bootstrap resamples
+    seeds, then prompts within each seed, whatever their group, and takes each group's accuracy
+    in every resample; the difference's interval is the percentile interval of the resampled
+    differences. A group without prompts has mean None and there is no difference."""
+    c, g = np.asarray(correct, dtype=float), np.asarray(in_group, dtype=bool)
+    if c.ndim != 2 or c.shape != g.shape or c.size == 0:
+        raise ValueError(f"correct and in_group must be non-empty (seeds, prompts) arrays of one shape, "
+                         f"got {c.shape} and {g.shape}")
+    s, p = _resample(*c.shape, np.random.default_rng(seed), resamples)
+    c_boot, g_boot = c[s, p], g[s, p]
+    out, boots = {}, []
+    for name, mask, mask_boot in ((names[0], g, g_boot), (names[1], ~g, ~g_boot)):
+        n = int(mask.sum())
+        if not n:
+            out[name] = dict(n=0, mean=None, sd=None, low=None, high=None)
+            continue
+        with np.errstate(invalid="ignore"):  # a resample may draw no prompt of the group: nan
+            boot = (c_boot * mask_boot).sum(axis=(1, 2)) / mask_boot.sum(axis=(1, 2))
+        boots.append(boot)
+        low, high = _percentiles(boot[~np.isnan(boot)], level)
+        w_low, w_high = wilson_interval((c * mask).sum(), n, level)
+        per_seed = [row[m].mean() for row, m in zip(c, mask) if m.any()]
+        out[name] = dict(n=n, mean=float((c * mask).sum() / n),
+                         sd=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+                         low=float(min(low, w_low)), high=float(max(high, w_high)))
+    if len(boots) == 2:
+        d = boots[0] - boots[1]
+        low, high = _percentiles(d[~np.isnan(d)], level)
+        out["difference"] = dict(mean=out[names[0]]["mean"] - out[names[1]]["mean"], low=low, high=high,
                                  separated=low > 0 or high < 0)
     return out
 

@@ -63,16 +63,24 @@ def test_paired_differences_separate_only_what_they_should():
 
 
 def test_accuracy_by_group_splits_the_prompts_and_reads_zero_when_the_groups_agree():
-    correct = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    in_group = correct.astype(bool)
-    r = stats.accuracy_by_group(correct, in_group)
-    assert (r["repeated"]["n"], r["repeated"]["mean"], r["distinct"]["n"], r["distinct"]["mean"]) == (4, 1.0, 6, 0.0)
-    assert (r["repeated"]["low"], r["repeated"]["high"]) == stats.wilson_interval(4, 4)
+    # 3 seeds x 10 prompts: the group (4 prompts a seed) all right, the others all wrong
+    correct = np.tile([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], (3, 1))
+    r = stats.accuracy_by_group(correct, correct.astype(bool))
+    assert (r["repeated"]["n"], r["repeated"]["mean"], r["distinct"]["n"], r["distinct"]["mean"]) == (12, 1.0, 18, 0.0)
+    assert r["repeated"]["sd"] == 0.0 and r["repeated"]["high"] == 1.0
+    assert r["repeated"]["low"] == pytest.approx(stats.wilson_interval(12, 12)[0])  # the hull's Wilson side
     assert r["difference"] == dict(mean=1.0, low=1.0, high=1.0, separated=True)  # every resample: 1 - 0
-    # both groups at 0.5: the difference interval holds zero
-    same = stats.accuracy_by_group(np.tile([0, 1], 40), np.repeat([True, False], 40))
+    # both groups at 0.5 in every seed: the difference interval holds zero
+    same = stats.accuracy_by_group(np.tile([0, 1], (3, 40)), np.tile(np.repeat([True, False], 40), (3, 1)))
     assert same["difference"]["mean"] == 0.0 and not same["difference"]["separated"]
     assert same["difference"]["low"] < 0 < same["difference"]["high"]
+    # seeds that disagree widen the group's interval: the bootstrap resamples seeds too
+    agree = stats.accuracy_by_group(np.tile([0, 1], (4, 16)), np.ones((4, 32), bool))["repeated"]
+    disagree = stats.accuracy_by_group(np.repeat([[0], [1], [0], [1]], 32, axis=1), np.ones((4, 32), bool))["repeated"]
+    assert agree["mean"] == disagree["mean"] == 0.5 and disagree["sd"] == pytest.approx(math.sqrt(1 / 3))
+    assert disagree["high"] - disagree["low"] > 2 * (agree["high"] - agree["low"])
     # an empty group: its accuracy is None and there is no difference
-    empty = stats.accuracy_by_group(correct, np.zeros(10, bool), names=("a", "b"))
-    assert empty["a"] == dict(n=0, mean=None, low=None, high=None) and "difference" not in empty
+    empty = stats.accuracy_by_group(correct, np.zeros((3, 10), bool), names=("a", "b"))
+    assert empty["a"] == dict(n=0, mean=None, sd=None, low=None, high=None) and "difference" not in empty
+    with pytest.raises(ValueError):
+        stats.accuracy_by_group(correct.ravel(), correct.ravel().astype(bool))
