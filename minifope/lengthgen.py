@@ -50,9 +50,8 @@ def loss_by_length(model, data, lengths, chars_per_length=32768, batch_size=8, n
     Each length gets window_count windows (chars_per_length // L, or as many as `data` holds
     without overlap if that is fewer), evenly spread and never overlapping, so every length sees
     about the same amount of text (the same windows for every model). Returns {L: {"loss", "ppl",
-    "n_windows", "bucket_edges",
-    "bucket_loss"}}, where bucket_loss[i] is the mean loss at positions
-    bucket_edges[i] <= m < bucket_edges[i+1].
+    "n_windows", "bucket_edges", "bucket_loss"}}, where bucket_loss[i] is the mean loss at
+    positions bucket_edges[i] <= m < bucket_edges[i+1].
     """
     results = {}
     jobs = [(L, window_count(len(data), L, chars_per_length)) for L in lengths]

@@ -1,8 +1,8 @@
 """Progress: a bar in the terminal, or reports to an experiment's board of runs.
 
-Long work (training, loss by length, passkey by distance, the needle grid) takes `progress`: True shows its own
-tqdm bar, False shows nothing, and a callable report(stage, done, total, **info) is told
-instead. An experiment passes such a callable for each run, so that the runs it trains at
+Long work (training, loss by length, passkey by distance, the needle grid) takes `progress`:
+True shows its own tqdm bar, False shows nothing, and a callable report(stage, done, total,
+**info) is told instead. An experiment passes such a callable for each run, so that the runs it trains at
 once, each in its own worker process, show on one board: a line per run with its stage
 ("train", "loss by length", ...), how far it is, and its loss and speed.
 

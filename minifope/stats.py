@@ -57,6 +57,14 @@ def _percentiles(boot, level):
     return float(low), float(high)
 
 
+def _hull_with_wilson(boot, k, n, level):
+    # accuracy_interval's interval: the hull of the bootstrap's percentile interval and the
+    # Wilson interval of k right of n pooled prompts
+    low, high = _percentiles(boot, level)
+    w_low, w_high = wilson_interval(k, n, level)
+    return min(low, w_low), max(high, w_high)
+
+
 def _resample(n_seeds, n_prompts, rng, resamples):
     # (R, S) seed indices, then (R, S, P) prompt indices within each drawn seed
     seeds = rng.integers(0, n_seeds, (resamples, n_seeds))
@@ -73,12 +81,10 @@ def accuracy_interval(correct, level=LEVEL, resamples=RESAMPLES, seed=0):
         raise ValueError(f"correct must be a non-empty (seeds, prompts) array, got shape {c.shape}")
     S, P = c.shape
     s, p = _resample(S, P, np.random.default_rng(seed), resamples)
-    low, high = _percentiles(c[s, p].mean(axis=(1, 2)), level)
-    w_low, w_high = wilson_interval(c.sum(), c.size, level)
+    low, high = _hull_with_wilson(c[s, p].mean(axis=(1, 2)), c.sum(), c.size, level)
     per_seed = c.mean(axis=1)
     return dict(n_seeds=S, n_prompts=P, mean=float(c.mean()),
-                sd=float(per_seed.std(ddof=1)) if S > 1 else None,
-                low=float(min(low, w_low)), high=float(max(high, w_high)))
+                sd=float(per_seed.std(ddof=1)) if S > 1 else None, low=float(low), high=float(high))
 
 
 def paired_difference(a, b, level=LEVEL):
@@ -126,12 +132,11 @@ def accuracy_by_group(correct, in_group, names=("repeated", "distinct"), level=L
         with np.errstate(invalid="ignore"):  # a resample may draw no prompt of the group: nan
             boot = (c_boot * mask_boot).sum(axis=(1, 2)) / mask_boot.sum(axis=(1, 2))
         boots.append(boot)
-        low, high = _percentiles(boot[~np.isnan(boot)], level)
-        w_low, w_high = wilson_interval((c * mask).sum(), n, level)
+        low, high = _hull_with_wilson(boot[~np.isnan(boot)], (c * mask).sum(), n, level)
         per_seed = [row[m].mean() for row, m in zip(c, mask) if m.any()]
         out[name] = dict(n=n, mean=float((c * mask).sum() / n),
                          sd=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
-                         low=float(min(low, w_low)), high=float(max(high, w_high)))
+                         low=float(low), high=float(high))
     if len(boots) == 2:
         d = boots[0] - boots[1]
         low, high = _percentiles(d[~np.isnan(d)], level)
