@@ -1,4 +1,4 @@
-"""The checkers of lessons 6-9 accept the right answer and reject realistic wrong ones."""
+"""The checkers of lessons 7-10 accept the right answer and reject realistic wrong ones."""
 
 import math
 import re

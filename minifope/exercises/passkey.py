@@ -1,4 +1,4 @@
-"""Checkers for lesson 8: build a passkey prompt, and score a model's continuation.
+"""Checkers for lesson 9: build a passkey prompt, and score a model's continuation.
 
     from minifope.exercises.passkey import check_passkey_prompt, check_passkey_score
     check_passkey_prompt(build_prompt)    # against minifope.passkey.make_prompt

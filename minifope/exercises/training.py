@@ -1,4 +1,4 @@
-"""Checkers for lessons 6, 7 and 9: AdamW, the learning-rate schedule, per-position losses,
+"""Checkers for lessons 7, 8 and 10: AdamW, the learning-rate schedule, per-position losses,
 and the attention weights in torch.nn.Linear's layout.
 
     check_adamw_step(fn)    fn(p, g, m, v, t, lr, betas, eps, weight_decay, decay) -> p, m, v
@@ -22,7 +22,7 @@ from ..model import GPT
 from ..optim import AdamW, lr_schedule
 from .grading import HEADER, AnswerError, as_arrays, call, grade_cases, verdict
 
-# --- lesson 6: AdamW and the learning-rate schedule -------------------------------------
+# --- lesson 7: AdamW and the learning-rate schedule -------------------------------------
 
 def _adamw_cases():
     """(label, args of adamw_step) for one AdamW step: a first step, a later one, an exempt vector."""
@@ -91,7 +91,7 @@ def check_lr_schedule(schedule, tol=1e-12):
     return verdict("lr_at", ok)
 
 
-# --- lesson 7: the loss at every position --------------------------------------------------
+# --- lesson 8: the loss at every position --------------------------------------------------
 
 def check_token_losses(fn, tol=1e-6):
     """Grade fn(logits (B,T,V), targets (B,T)) -> (B,T): -log softmax(logits)[target] at
@@ -108,7 +108,7 @@ def check_token_losses(fn, tol=1e-6):
     return grade_cases("token_losses", fn, cases, tol)
 
 
-# --- lesson 9: the attention weights in torch.nn.Linear's layout ---------------------------
+# --- lesson 10: the attention weights in torch.nn.Linear's layout ---------------------------
 
 def check_split_qkv(fn, tol=1e-10):
     """Grade fn(wqkv (C,3C)) -> (Wq, Wk, Wv), each (C,C) in torch.nn.Linear's layout
