@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from .embedding import PositionEmbedding
+
 
 def _power_of_two_slopes(H):
     ratio = 2.0 ** (-8.0 / H)
@@ -41,3 +43,12 @@ def alibi_bias(slopes, q_positions, k_positions):
     distance = (np.asarray(q_positions, dtype=np.float64)[:, None]
                 - np.asarray(k_positions, dtype=np.float64)[None, :])
     return -np.asarray(slopes)[:, None, None] * distance[None, :, :]
+
+
+class ALiBi(PositionEmbedding):
+    """pe='alibi': no rotation; attention adds alibi_bias(slopes, m, n) to the scores of every
+    block (attention.py), slopes = alibi_slopes(n_head). No weights of its own."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.slopes = alibi_slopes(config.n_head)

@@ -34,7 +34,7 @@ def cmd_gradcheck(args):
     from .gradcheck import check_model
 
     cases = {"rope": {}, "fope": {"fope_dim": 64}, "fope-learnable": {"fope_dim": 64, "fope_learnable": True},
-             "alibi": {}, "nope": {}}
+             "alibi": {}, "nope": {}, "sinusoidal": {}}
     selected = args.pe or list(cases)
     worst = {}
     all_ok = True
@@ -157,12 +157,14 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=fraction, help="share of each batch made of passkey prompts")
-    p.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
+    p.add_argument("--passkey-loss", choices=["all", "answer", "keys"],
+                   help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
                    "and the needle's second copy of the key)")
     p.add_argument("--lengths", nargs="+", type=positive_int, help="loss at N x these (1 2 4 8 16; demo 1 2 4 8)")
     p.add_argument("--eval-chars", type=positive_int, help="characters of evaluation text per length, "
                    "in non-overlapping windows (262144; demo 65536; or as much as the text holds)")
-    p.add_argument("--passkey-lengths", nargs="+", type=positive_int, help="passkey at N x these (1 2 4 8 16; demo 1 2 4 8)")
+    p.add_argument("--passkey-lengths", nargs="+", type=positive_int,
+                   help="passkey at N x these (1 2 4 8 16; demo 1 2 4 8)")
     p.add_argument("--prompts", type=positive_int, help="passkey prompts per (length, distance) cell and "
                    "seed, each with a fresh key (32; demo 16)")
     p.add_argument("--extend", nargs="+", choices=["pi", "ntk", "yarn"],
@@ -221,7 +223,7 @@ def build_parser():
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check the whole model's hand-written gradients against autograd")
-    p.add_argument("--pe", nargs="+", choices=["rope", "fope", "fope-learnable", "alibi", "nope"],
+    p.add_argument("--pe", nargs="+", choices=["rope", "fope", "fope-learnable", "alibi", "nope", "sinusoidal"],
                    help="which position embeddings (default: all)")
     p.add_argument("--seed", type=natural, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-tensor tables")

@@ -3,14 +3,19 @@
 import math
 from dataclasses import dataclass, fields, asdict
 
-from .fope import fope_frequencies, fope_num_rotating_pairs
+from .alibi import ALiBi
+from .fope import FoPE
+from .nope import NoPE
+from .rope import RoPE
+from .rope_scaling import ROPE_SCALINGS, YARN_RAMPS
+from .sinusoidal import Sinusoidal
 
-POSITION_EMBEDDINGS = ("rope", "fope", "alibi", "nope")
+# GPTConfig.pe -> the class that says what that embedding does to the model (embedding.py)
+EMBEDDINGS = {"rope": RoPE, "fope": FoPE, "alibi": ALiBi, "nope": NoPE, "sinusoidal": Sinusoidal}
+POSITION_EMBEDDINGS = tuple(EMBEDDINGS)
 ATTENTION_IMPLS = ("auto", "full", "chunked")
 FOPE_ZERO_FREQ = ("identity", "authors")
 DTYPES = ("float32", "float64")
-ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
-YARN_RAMPS = ("index", "rotations")
 
 # Bounds on sizes, checked by arithmetic before anything is allocated, so that a config
 # from a hand-edited or hostile checkpoint is refused in one line instead of exhausting memory.
@@ -30,7 +35,8 @@ MAX_LENGTH = 2**31
 class GPTConfig:
     """The model: an OLMo-style pre-norm decoder (RMSNorm, SwiGLU, no biases, untied head).
 
-    pe              position embedding: 'rope' | 'fope' | 'alibi' | 'nope'
+    pe              position embedding: 'rope' | 'fope' | 'alibi' | 'nope' | 'sinusoidal'
+                    (EMBEDDINGS: one class per embedding, in its own module)
     train_len       N, the training length; FoPE's clip floor is 2*pi/N
     rope_theta      theta of w_j = theta^(-2j/d)
     rope_scaling    'none' | 'pi' | 'ntk' | 'yarn': extend RoPE past its training length
@@ -103,18 +109,19 @@ class GPTConfig:
         """Every parameter and buffer element the GPT would hold, counted without allocating.
 
             wte V*C + n_layer * (norm1 C + wqkv 3C^2 + wo C^2 + norm2 C + w_in 2CF + w_out FC
-            [+ FoPE's Ccos, Csin 2*H*F_w*J]) + norm_f C + lm_head C*V
+            + the embedding's block weights) + norm_f C + lm_head C*V
 
-        with F = hidden_dim and F_w, J FoPE's frequency and rotating-pair counts (fope.py).
-        Needs the other fields valid: validate() calls it last.
+        with F = hidden_dim; the embedding's block weights are FoPE's Ccos, Csin 2*H*F_w*J
+        (fope.py), none for the others. Needs the other fields valid: validate() calls it last.
         """
         C, V, L, F = self.d_model, self.vocab_size, self.n_layer, self.hidden_dim
         per_layer = 2 * C + 4 * C * C + 3 * C * F
-        if self.pe == "fope":
-            F_w = len(fope_frequencies(self.head_dim, self.rope_theta, self.train_len,
-                                       self.fope_dim, self.fope_clip))
-            per_layer += 2 * self.n_head * F_w * fope_num_rotating_pairs(self.head_dim, F_w)
+        per_layer += sum(math.prod(shape) for shape in self.embedding().block_shapes().values())
         return 2 * V * C + C + L * per_layer
+
+    def embedding(self):
+        """The position embedding this config asks for: EMBEDDINGS[pe](self) (embedding.py)."""
+        return EMBEDDINGS[self.pe](self)
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is not allowed, and what is.

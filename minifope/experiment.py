@@ -64,6 +64,7 @@ ALIASES = {
     "fope-identity": {"pe": "fope", "fope_zero_freq": "identity"},
     "alibi": {"pe": "alibi"},
     "nope": {"pe": "nope"},
+    "sinusoidal": {"pe": "sinusoidal"},
     "clip-only": {"pe": "rope", "rope_clip": True},
     "series-only": {"pe": "fope", "fope_clip": False},
 }

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 
+from .config import POSITION_EMBEDDINGS
 from .errors import UserError
 
 
@@ -130,7 +131,7 @@ def add_train_flags(p):
                    "(its config is the default; e.g. continue at a longer --train-len with "
                    "--rope-scaling yarn, or switch to --pe fope)")
     g = p.add_argument_group("model")
-    g.add_argument("--pe", choices=["rope", "fope", "alibi", "nope"], help="position embedding (rope)")
+    g.add_argument("--pe", choices=POSITION_EMBEDDINGS, help="position embedding (rope)")
     g.add_argument("--d-model", type=positive_int)
     g.add_argument("--n-layer", type=positive_int)
     g.add_argument("--n-head", type=positive_int)

@@ -30,11 +30,16 @@ such pairs give 2x the identity's value. `zero_freq='authors'` selects that padd
 Properties (tested): with sigma = 0 and F <= head_dim/4 the tables are exactly RoPE's with
 the clipped frequencies zeroed, so the logit depends on m - n only; with sigma > 0 the
 cross terms between different frequencies make it depend on m and n separately.
+
+In the GPT (class FoPE): every block holds its own Ccos, Csin (blocks.{l}.fope.ccos, .csin),
+fixed buffers unless fope_learnable, and rotates its queries and keys by its own tables.
 """
 
 import math
 
 import numpy as np
+
+from .embedding import PositionEmbedding
 
 
 def fope_frequencies(head_dim, theta, train_len, fope_dim=0, clip=True):
@@ -104,3 +109,33 @@ def fope_coefficient_grads(dcos, dsin, positions, w, J):
     dccos = np.einsum("mf,hmj->hfj", np.cos(angles), dcos[..., :J])
     dcsin = np.einsum("mf,hmj->hfj", np.sin(angles), dsin[..., :J])
     return dccos, dcsin
+
+
+class FoPE(PositionEmbedding):
+    """pe='fope': block l rotates q and k by fope_tables of its own coefficients
+    blocks.{l}.fope.ccos, blocks.{l}.fope.csin (H, F, J), drawn by fope_coefficients."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.w = fope_frequencies(config.head_dim, config.rope_theta, config.train_len,
+                                  config.fope_dim, config.fope_clip)
+        self.J = fope_num_rotating_pairs(config.head_dim, len(self.w))
+        self.learnable = config.fope_learnable
+
+    def block_shapes(self):
+        shape = (self.config.n_head, len(self.w), self.J)
+        return {"fope.ccos": shape, "fope.csin": shape}
+
+    def init_block(self, rng):
+        ccos, csin = fope_coefficients(rng, self.config.n_head, len(self.w), self.J, self.config.fope_sigma)
+        return {"fope.ccos": ccos, "fope.csin": csin}
+
+    def tables(self, weights, positions):
+        return fope_tables(positions, self.w, weights["fope.ccos"], weights["fope.csin"],
+                           self.config.head_dim, self.config.fope_zero_freq)
+
+    def table_grads(self, dcos, dsin, positions):
+        if not self.learnable:
+            return {}
+        dccos, dcsin = fope_coefficient_grads(dcos, dsin, positions, self.w, self.J)
+        return {"fope.ccos": dccos, "fope.csin": dcsin}

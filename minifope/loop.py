@@ -216,8 +216,8 @@ def init_model_from(path, model_config):
 
     For continuing training under another config (a longer train_len, YaRN scaling, or
     FoPE in place of RoPE): every parameter the new model shares with the checkpoint is
-    copied; FoPE coefficients the checkpoint lacks keep their fresh init. Returns
-    (model, tokenizer).
+    copied; the new embedding's own weights the checkpoint lacks (FoPE's coefficients) keep
+    their fresh init. Returns (model, tokenizer).
     """
     from .checkpoint import load_checkpoint
 
@@ -225,10 +225,11 @@ def init_model_from(path, model_config):
     config = dataclasses.replace(model_config, vocab_size=source.config.vocab_size)
     check_memory(config)
     model = GPT(config)
+    embedding_weights = {f"blocks.{l}.{name}" for l in range(config.n_layer) for name in model.pe.block_shapes()}
     for name, p in model.params.items():
         if name in source.params and source.params[name].shape == p.shape:
             p[...] = source.params[name]
-        elif ".fope." not in name:
+        elif name not in embedding_weights:
             raise UserError(f"cannot start from {path}: its {name} does not fit the new config "
                             "(d_model, n_layer, n_head and vocabulary must stay the same)")
     return model, tokenizer

@@ -4,16 +4,20 @@
     for each block:  x = x + attn(rmsnorm(x));  x = x + swiglu(rmsnorm(x))
     logits = rmsnorm(x) @ lm_head
 
-No biases, untied embedding and head. The position embedding (RoPE, FoPE, ALiBi or none)
-acts only inside attention, on queries and keys (RoPE, FoPE) or on the scores (ALiBi).
+No biases, untied embedding and head. The position embedding is config.embedding(), an
+object of its own module (rope.py, fope.py, alibi.py, nope.py, sinusoidal.py) whose hooks
+(embedding.py) this model calls: on the token embeddings (sinusoidal), on queries and keys
+(RoPE, FoPE) or on the scores (ALiBi). The model itself has no branch on config.pe.
 
 Parameter names (the keys of `params` and `grads`), each (shape):
     wte (V,C)
     blocks.{l}.norm1 (C,)   blocks.{l}.attn.wqkv (C,3C)   blocks.{l}.attn.wo (C,C)
     blocks.{l}.norm2 (C,)   blocks.{l}.mlp.w_in (C,2F)    blocks.{l}.mlp.w_out (F,C)
-    blocks.{l}.fope.ccos, blocks.{l}.fope.csin (H,F_w,J)  only with pe='fope', fope_learnable
+    blocks.{l}.<name> for each name of the embedding's block_shapes(): FoPE's
+        blocks.{l}.fope.ccos, blocks.{l}.fope.csin (H,F_w,J), with fope_learnable
     norm_f (C,)   lm_head (C,V)
-Fixed FoPE coefficients live in `buffers` under the same names.
+An embedding's block weights that are not learnable (FoPE's by default) live in `buffers`
+under the same names.
 """
 
 import dataclasses
@@ -21,31 +25,14 @@ import math
 
 import numpy as np
 
-from .alibi import alibi_slopes
 from .attention import self_attention_forward, self_attention_backward
 from .config import GPTConfig
-from .fope import (fope_coefficients, fope_coefficient_grads, fope_frequencies,
-                   fope_num_rotating_pairs, fope_tables)
 from .layers import (IGNORE_INDEX, cross_entropy_forward, cross_entropy_backward, embedding_forward,
                      embedding_backward, linear_forward, linear_backward, rmsnorm_forward,
                      rmsnorm_backward, swiglu_forward, swiglu_backward)
 from .parallel import map_parts, parts_for, split
-from .rope import rope_frequencies, rope_tables
-from .rope_scaling import scaled_rope_frequencies, yarn_attention_factor
 
-
-def rope_frequencies_of(config):
-    """RoPE's w_j for this config (clipped and/or scaled as asked) and the factor on q and k."""
-    N = config.rope_original_len or config.train_len
-    w = scaled_rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
-                                config.rope_scale, N, config.rope_yarn_ramp)
-    if config.rope_clip:
-        w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
-    factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
-    return w, factor
-
-
-FOPE_STREAM = 1  # the second word of the FoPE coefficients' seed, [seed, FOPE_STREAM]
+PE_STREAM = 1  # the second word of the seed of the embedding's own weights, [seed, PE_STREAM]
 MIN_PART_TOKENS = 512  # with micro_batches None, a batch is split only into parts this big
 
 
@@ -74,11 +61,12 @@ class GPT:
         config.validate()
         self.config = config
         self.dtype = np.dtype(config.dtype)
+        self.pe = config.embedding()
         rng = np.random.default_rng(config.seed)
-        # FoPE's coefficients come from a stream of their own, so that one seed gives rope,
-        # fope, alibi and nope models the same initial value of every parameter they share
-        fope_rng = np.random.default_rng([config.seed, FOPE_STREAM])
-        C, V, L, H = config.d_model, config.vocab_size, config.n_layer, config.n_head
+        # the embedding's weights (FoPE's coefficients) come from a stream of their own, so that
+        # one seed gives every embedding the same initial value of every parameter they share
+        pe_rng = np.random.default_rng([config.seed, PE_STREAM])
+        C, V, L = config.d_model, config.vocab_size, config.n_layer
         std, out_std = config.init_std, config.init_std / math.sqrt(2 * L)
 
         def normal(shape, s):
@@ -87,10 +75,6 @@ class GPT:
 
         params, buffers = {}, {}
         params["wte"] = normal((V, C), std)
-        if config.pe == "fope":
-            self.fope_w = fope_frequencies(config.head_dim, config.rope_theta,
-                                           config.train_len, config.fope_dim, config.fope_clip)
-            self.fope_J = fope_num_rotating_pairs(config.head_dim, len(self.fope_w))
         for l in range(L):
             p = f"blocks.{l}."
             params[p + "norm1"] = np.ones(C, dtype=self.dtype)
@@ -99,18 +83,13 @@ class GPT:
             params[p + "norm2"] = np.ones(C, dtype=self.dtype)
             params[p + "mlp.w_in"] = normal((C, 2 * config.hidden_dim), std)
             params[p + "mlp.w_out"] = normal((config.hidden_dim, C), out_std)
-            if config.pe == "fope":
-                ccos, csin = fope_coefficients(fope_rng, H, len(self.fope_w), self.fope_J,
-                                               config.fope_sigma)
-                store = params if config.fope_learnable else buffers
-                store[p + "fope.ccos"] = ccos.astype(self.dtype)
-                store[p + "fope.csin"] = csin.astype(self.dtype)
+            store = params if self.pe.learnable else buffers
+            store.update({p + name: w.astype(self.dtype) for name, w in self.pe.init_block(pe_rng).items()})
         params["norm_f"] = np.ones(C, dtype=self.dtype)
         params["lm_head"] = normal((C, V), std)
         self.params, self.buffers = params, buffers
         self.grads = {name: np.zeros_like(value) for name, value in params.items()}
-        self.rope_w, self.rope_factor = rope_frequencies_of(config)
-        self.slopes = alibi_slopes(H) if config.pe == "alibi" else None
+        self.slopes = self.pe.slopes  # ALiBi's, passed to attention; None for the others
         self.micro_batches = None  # forward's parts of a batch; None: one per thread (parallel.py),
         # each of at least MIN_PART_TOKENS tokens
         self._cache = None
@@ -125,19 +104,15 @@ class GPT:
         loader can check a file against its config before reading it.
         """
         config.validate()
-        C, V, H, F = config.d_model, config.vocab_size, config.n_head, config.hidden_dim
+        C, V, F = config.d_model, config.vocab_size, config.hidden_dim
+        pe = config.embedding()
         params, buffers = {"wte": (V, C)}, {}
-        if config.pe == "fope":
-            F_w = len(fope_frequencies(config.head_dim, config.rope_theta, config.train_len,
-                                       config.fope_dim, config.fope_clip))
-            J = fope_num_rotating_pairs(config.head_dim, F_w)
         for l in range(config.n_layer):
             p = f"blocks.{l}."
             params.update({p + "norm1": (C,), p + "attn.wqkv": (C, 3 * C), p + "attn.wo": (C, C),
                            p + "norm2": (C,), p + "mlp.w_in": (C, 2 * F), p + "mlp.w_out": (F, C)})
-            if config.pe == "fope":
-                store = params if config.fope_learnable else buffers
-                store.update({p + "fope.ccos": (H, F_w, J), p + "fope.csin": (H, F_w, J)})
+            store = params if pe.learnable else buffers
+            store.update({p + name: shape for name, shape in pe.block_shapes().items()})
         params.update({"norm_f": (C,), "lm_head": (C, V)})
         return params, buffers
 
@@ -161,21 +136,14 @@ class GPT:
         return sum(p.size for p in self.params.values())
 
     def coefficient(self, name):
-        """A FoPE coefficient tensor, whether learnable (params) or fixed (buffers)."""
+        """An embedding's block weight (a FoPE coefficient tensor), learnable (params) or fixed (buffers)."""
         return self.params[name] if name in self.params else self.buffers[name]
 
     def rotary_tables(self, l, positions):
         """COS, SIN for block l at `positions`: (T,d/2) for RoPE, (H,T,d/2) for FoPE, None otherwise."""
-        pe = self.config.pe
-        if pe == "rope":
-            cos, sin = rope_tables(positions, self.rope_w)
-            cos, sin = cos * self.rope_factor, sin * self.rope_factor  # YaRN's sqrt(1/t), else 1
-        elif pe == "fope":
-            p = f"blocks.{l}.fope."
-            cos, sin = fope_tables(positions, self.fope_w, self.coefficient(p + "ccos"),
-                                   self.coefficient(p + "csin"), self.config.head_dim,
-                                   self.config.fope_zero_freq)
-        else:
+        weights = {name: self.coefficient(f"blocks.{l}.{name}") for name in self.pe.block_shapes()}
+        cos, sin = self.pe.tables(weights, positions)
+        if cos is None:
             return None, None
         return cos.astype(self.dtype), sin.astype(self.dtype)
 
@@ -209,13 +177,14 @@ class GPT:
         tables = [self.rotary_tables(l, positions) for l in range(self.config.n_layer)]
         self._cache = None
         if kv_cache is not None:
-            logits, loss, _ = self._forward_rows(idx, targets, tables, kv_cache)
+            logits, loss, _ = self._forward_rows(idx, targets, positions, tables, kv_cache)
             return logits, loss
 
         # micro-batch i: n_i counted targets, mean loss L_i;  L = sum_i (n_i / n) L_i
         parts = split(len(idx), self.micro_batches or parts_for(idx.size, MIN_PART_TOKENS))
         rows = map_parts(lambda part: self._forward_rows(
-            idx[part[0]:part[1]], None if targets is None else targets[part[0]:part[1]], tables),
+            idx[part[0]:part[1]], None if targets is None else targets[part[0]:part[1]], positions,
+            tables),
             parts)
         logits = rows[0][0] if len(rows) == 1 else np.concatenate([r[0] for r in rows])
         if targets is None:
@@ -226,10 +195,11 @@ class GPT:
         self._cache = ([r[2] for r in rows], weights, positions)
         return logits, loss
 
-    def _forward_rows(self, idx, targets, tables, kv_cache=None):
+    def _forward_rows(self, idx, targets, positions, tables, kv_cache=None):
         # idx, targets (B,T) -> logits (B,T,V), loss (mean over counted targets) or None, cache
         cfg, P = self.config, self.params
         x, emb_cache = embedding_forward(idx, P["wte"])
+        x = self.pe.embed(x, positions)
         block_caches = []
         for l in range(cfg.n_layer):
             x, caches = self._block_forward(l, x, tables[l], kv_cache)
@@ -276,6 +246,7 @@ class GPT:
         idx = self._check_tokens("idx", idx)
         positions = pos_offset + np.arange(idx.shape[1])
         x, _ = embedding_forward(idx, self.params["wte"])
+        x = self.pe.embed(x, positions)
         for l in range(self.config.n_layer):
             x, (_, attn, _, _) = self._block_forward(l, x, self.rotary_tables(l, positions))
             k_rot, v = attn["present"]
@@ -302,7 +273,7 @@ class GPT:
         # the gradients of dloss * (one forward's mean loss), written into the dict G
         cfg = self.config
         emb_cache, block_caches, nf, head, ce = cache
-        learn_fope = cfg.pe == "fope" and cfg.fope_learnable
+        learn_tables = self.pe.learnable  # the tables depend on trained weights (learnable FoPE)
 
         (dlogits,) = cross_entropy_backward(dloss, ce)
         dh, G["lm_head"][...] = linear_backward(dlogits, head)
@@ -314,10 +285,9 @@ class GPT:
             dres, G[p + "norm2"][...] = rmsnorm_backward(dh, n2)
             dx += dres  # x feeds both the residual and the MLP branch
             dh, G[p + "attn.wqkv"][...], G[p + "attn.wo"][...], dcos, dsin = \
-                self_attention_backward(dx, attn, table_grads=learn_fope)
-            if learn_fope:
-                G[p + "fope.ccos"][...], G[p + "fope.csin"][...] = fope_coefficient_grads(
-                    dcos, dsin, positions, self.fope_w, self.fope_J)
+                self_attention_backward(dx, attn, table_grads=learn_tables)
+            for name, g in self.pe.table_grads(dcos, dsin, positions).items():
+                G[p + name][...] = g
             dres, G[p + "norm1"][...] = rmsnorm_backward(dh, n1)
             dx += dres
-        (G["wte"][...],) = embedding_backward(dx, emb_cache)
+        (G["wte"][...],) = embedding_backward(self.pe.embed_backward(dx), emb_cache)

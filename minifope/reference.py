@@ -13,7 +13,7 @@ import numpy as np
 from .alibi import alibi_slopes
 from .fope import fope_frequencies
 from .layers import IGNORE_INDEX, RMSNORM_EPS
-from .model import rope_frequencies_of
+from .rope import rope_frequencies_of
 
 
 def embedding(idx, wte):
@@ -94,6 +94,12 @@ def gpt_logits(params, buffers, config, idx, pos_offset=0):
     positions = pos_offset + np.arange(idx.shape[1], dtype=np.float64)
     slopes = alibi_slopes(H) if config.pe == "alibi" else None
     x = embedding(idx, params["wte"])
+    if config.pe == "sinusoidal":  # x = sqrt(C) wte[idx] + PE, PE[m, 2i] = sin(m w_i), PE[m, 2i+1] = cos(m w_i)
+        C = config.d_model
+        dims = np.arange(C)
+        w = 10000.0 ** (-(dims - dims % 2) / C)  # w_i for both dims 2i and 2i+1
+        angles = positions[:, None] * w[None, :]
+        x = math.sqrt(C) * x + np.where(dims % 2 == 0, np.sin(angles), np.cos(angles))
     for l in range(config.n_layer):
         p = f"blocks.{l}."
         cos = sin = None

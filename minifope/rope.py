@@ -20,9 +20,17 @@ a non-uniform DFT. `nudft_scores` computes exactly this sum.
 
 `apply_rotary` and its backward take any tables COS, SIN, not only RoPE's: FoPE
 (fope.py) reuses them with its Fourier-series tables.
+
+In the GPT (class RoPE): every block rotates its queries and keys by the same tables, from
+the frequencies w_j above, clipped (rope_clip) and/or scaled past N (rope_scaling.py).
 """
 
+import math
+
 import numpy as np
+
+from .embedding import PositionEmbedding
+from .rope_scaling import scaled_rope_frequencies, yarn_attention_factor
 
 
 def rope_frequencies(head_dim, theta=10000.0):
@@ -102,3 +110,31 @@ def nudft_scores(q, k, w, q_positions, k_positions):
                 - np.asarray(k_positions, dtype=np.float64)[None, :])
     phase = np.exp(1j * distance[..., None] * np.asarray(w)[None, None, :])
     return np.real(np.sum(h * phase, axis=-1))
+
+
+def rope_frequencies_of(config):
+    """RoPE's w_j for a GPTConfig (clipped and/or scaled as asked) and the factor on q and k.
+
+    rope_clip zeroes every w_j < 2*pi/N (N = train_len); rope_scaling applies PI, NTK or
+    YaRN with s = rope_scale; the factor is YaRN's sqrt(1/t), 1 otherwise (rope_scaling.py).
+    """
+    N = config.rope_original_len or config.train_len
+    w = scaled_rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
+                                config.rope_scale, N, config.rope_yarn_ramp)
+    if config.rope_clip:
+        w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
+    factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
+    return w, factor
+
+
+class RoPE(PositionEmbedding):
+    """pe='rope': queries and keys of every block rotated by COS, SIN = a * cos(w_j m), a * sin(w_j m),
+    w and a = rope_frequencies_of(config). No weights of its own."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.w, self.factor = rope_frequencies_of(config)
+
+    def tables(self, weights, positions):
+        cos, sin = rope_tables(positions, self.w)
+        return cos * self.factor, sin * self.factor  # YaRN's sqrt(1/t), else 1

@@ -52,11 +52,19 @@ import math
 
 import numpy as np
 
-from .rope import rope_frequencies
 
-from .config import ROPE_SCALINGS, YARN_RAMPS  # noqa: F401  (the names this module implements)
+ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
+YARN_RAMPS = ("index", "rotations")
 YARN_BETA_FAST = 32.0
 YARN_BETA_SLOW = 1.0
+
+
+def rope_frequencies(head_dim, theta=10000.0):
+    """w_j = theta^(-2j/d), j = 0 .. d/2 - 1: rope.rope_frequencies, restated here because rope.py
+    builds its RoPE on this module (tests/test_rope_scaling.py checks that the two agree)."""
+    if head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"head_dim must be a positive even integer, got {head_dim}")
+    return theta ** (-2.0 * np.arange(head_dim // 2, dtype=np.float64) / head_dim)
 
 
 def pi_frequencies(w, s):

@@ -130,16 +130,16 @@ def pair_frequencies(model):
     RoPE: w_j. FoPE: series pair i < J starts, through the step identity, on w_{i*step} (the
     noise sigma adds the others on purpose); a series pair the step identity leaves empty
     (when (J-1)*step >= F) starts on no frequency and gets NaN; pairs >= J carry 0.
-    ALiBi and NoPE rotate nothing: every pair is meant to be constant, frequency 0.
+    ALiBi, NoPE and sinusoidal rotate nothing: every pair is meant to be constant, frequency 0.
     """
     cfg = model.config
     if cfg.pe == "rope":
-        return model.rope_w.copy()
+        return model.pe.w.copy()
     w = np.zeros(cfg.head_dim // 2)
     if cfg.pe == "fope":
-        f, i = np.nonzero(step_identity(len(model.fope_w), model.fope_J))
-        w[:model.fope_J] = np.nan
-        w[i] = model.fope_w[f]
+        f, i = np.nonzero(step_identity(len(model.pe.w), model.pe.J))
+        w[:model.pe.J] = np.nan
+        w[i] = model.pe.w[f]
     return w
 
 

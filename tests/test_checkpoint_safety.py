@@ -402,8 +402,8 @@ def test_rope_scale_takes_effect_only_with_a_scaling():
 
 @pytest.mark.parametrize("fields", [
     dict(pe="rope"), dict(pe="fope", fope_dim=64), dict(pe="fope", fope_dim=64, fope_learnable=True),
-    dict(pe="fope", fope_clip=False), dict(pe="alibi"), dict(pe="nope"),
-], ids=["rope", "fope", "fope-learnable", "fope-unclipped", "alibi", "nope"])
+    dict(pe="fope", fope_clip=False), dict(pe="alibi"), dict(pe="nope"), dict(pe="sinusoidal"),
+], ids=["rope", "fope", "fope-learnable", "fope-unclipped", "alibi", "nope", "sinusoidal"])
 def test_param_shapes_and_num_weights_are_those_of_a_real_model(fields):
     config = GPTConfig(vocab_size=13, n_layer=2, n_head=2, d_model=32, train_len=64, **fields)
     model = GPT(config)
@@ -448,7 +448,8 @@ def test_remove_stale_temp_files_removes_only_what_atomic_write_leaves(tmp_path)
         fd, tmp = tempfile.mkstemp(dir=tmp_path, prefix=name + ".", suffix=".tmp")
         os.close(fd)
         leftovers.append(tmp_path / os.path.basename(tmp))
-    keep = ["ckpt.npz", "log.jsonl", "notes.tmp.txt", "draft.tmp", "ckpt.npz.NOT-MINE.tmp", "ckpt.npz.tmp", "log.jsonl.backup.tmp"]
+    keep = ["ckpt.npz", "log.jsonl", "notes.tmp.txt", "draft.tmp", "ckpt.npz.NOT-MINE.tmp", "ckpt.npz.tmp",
+            "log.jsonl.backup.tmp"]
     for name in keep:
         (tmp_path / name).write_text("keep me")
     (tmp_path / "folder.abcdefgh.tmp").mkdir()

@@ -82,7 +82,7 @@ def test_fope_with_zero_sigma_is_clipped_rope():
     fope = GPT(GPTConfig(pe="fope", fope_sigma=0.0, **config))
     rope = GPT(GPTConfig(pe="rope", **config))
     rope.params = fope.params
-    rope.rope_w = np.where(rope.rope_w < 2 * math.pi / 64, 0.0, rope.rope_w)
+    rope.pe.w = np.where(rope.pe.w < 2 * math.pi / 64, 0.0, rope.pe.w)
     idx = np.random.default_rng(3).integers(0, 11, (2, 40))
     a, b = fope.forward(idx, pos_offset=9)[0], rope.forward(idx, pos_offset=9)[0]
     assert np.max(np.abs(a - b)) / np.max(np.abs(b)) < 1e-12

@@ -18,6 +18,7 @@ CASES = {
     "fope-learnable": dict(pe="fope", fope_dim=64, fope_learnable=True),
     "alibi": dict(pe="alibi", n_head=3, d_model=24),
     "nope": dict(pe="nope"),
+    "sinusoidal": dict(pe="sinusoidal"),
 }
 
 
@@ -89,7 +90,7 @@ def test_backward_without_a_forward_with_targets_raises():
         model.backward()
 
 
-@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope"])
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope", "sinusoidal"])
 def test_same_config_and_seed_give_identical_params_and_outputs(pe):
     config = tiny_config(pe=pe, dtype="float32")
     a, b = GPT(config), GPT(config)
@@ -104,7 +105,7 @@ def test_same_config_and_seed_give_identical_params_and_outputs(pe):
     assert not np.array_equal(other.params["wte"], a.params["wte"])
 
 
-@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope"])
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope", "sinusoidal"])
 def test_float32_logits_match_float64_logits(pe):
     config64 = tiny_config(pe=pe, init_std=0.02)
     config32 = tiny_config(pe=pe, init_std=0.02, dtype="float32")
@@ -125,8 +126,9 @@ def test_float32_logits_match_float64_logits(pe):
     (dict(pe="nope"), True),
     (dict(pe="fope", fope_sigma=0.0), True),
     (dict(pe="fope", fope_sigma=0.3), False),
+    (dict(pe="sinusoidal"), False),
 ])
-def test_pos_offset_changes_logits_only_for_fope_with_noise(case, invariant):
+def test_pos_offset_changes_logits_only_for_fope_with_noise_and_absolute_positions(case, invariant):
     config = tiny_config(**case)
     model = GPT(config)
     idx, _ = batch(config, T=12)
@@ -139,7 +141,7 @@ def test_pos_offset_changes_logits_only_for_fope_with_noise(case, invariant):
         assert diff > 1e-4
 
 
-@pytest.mark.parametrize("pe", ["rope", "fope", "alibi"])
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "sinusoidal"])
 def test_chunked_model_equals_full_model_forward_and_backward(pe):
     idx, targets = batch(tiny_config(), T=23)
     results = {}
@@ -153,7 +155,7 @@ def test_chunked_model_equals_full_model_forward_and_backward(pe):
         assert relative_error(results["chunked"][2][name], g) < 1e-12, name
 
 
-@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope"])
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope", "sinusoidal"])
 def test_kv_cache_decoding_equals_full_recomputation(pe):
     config = tiny_config(pe=pe)
     model = GPT(config)
@@ -242,7 +244,7 @@ def test_one_seed_gives_every_position_embedding_the_same_shared_parameters():
         for p in shared:
             np.testing.assert_array_equal(model.params[p], rope.params[p], err_msg=f"{name} {p}")
     fope = models["fope"]
-    assert fope.buffers["blocks.0.fope.ccos"].shape == (2, len(fope.fope_w), fope.fope_J)
+    assert fope.buffers["blocks.0.fope.ccos"].shape == (2, len(fope.pe.w), fope.pe.J)
     # the coefficients differ between seeds and between layers, and do not repeat a weight's draws
     other = GPT(GPTConfig(**{**base, "seed": 8}, pe="fope"))
     assert not np.array_equal(other.buffers["blocks.0.fope.ccos"], fope.buffers["blocks.0.fope.ccos"])

@@ -8,11 +8,18 @@ import pytest
 
 from minifope import GPT, GPTConfig
 from minifope import reference as R
+from minifope import rope, rope_scaling
 from minifope.gradcheck import check_gradients
 from minifope.rope import rope_frequencies
 from minifope.rope_scaling import (ntk_frequencies, pi_frequencies, scaled_rope_frequencies,
                                    yarn_attention_factor, yarn_correction_index, yarn_frequencies,
                                    yarn_index_ramp, yarn_ramp)
+
+
+@pytest.mark.parametrize("head_dim, theta", [(2, 10000.0), (16, 10000.0), (64, 500000.0)])
+def test_the_base_frequencies_here_are_ropes(head_dim, theta):
+    np.testing.assert_array_equal(rope_scaling.rope_frequencies(head_dim, theta),
+                                  rope.rope_frequencies(head_dim, theta))
 
 
 def test_pi_divides_every_frequency_by_s():
@@ -73,9 +80,9 @@ def test_the_models_yarn_ramp_is_the_index_ramp_unless_asked_for_the_papers():
     base = dict(vocab_size=7, n_layer=1, n_head=1, d_model=32, train_len=256,
                 rope_scaling="yarn", rope_scale=4.0)
     w = rope_frequencies(32, 10000.0)
-    np.testing.assert_allclose(GPT(GPTConfig(**base)).rope_w,
+    np.testing.assert_allclose(GPT(GPTConfig(**base)).pe.w,
                                yarn_frequencies(w, 4.0, yarn_index_ramp(32, 10000.0, 256)))
-    np.testing.assert_allclose(GPT(GPTConfig(**base, rope_yarn_ramp="rotations")).rope_w,
+    np.testing.assert_allclose(GPT(GPTConfig(**base, rope_yarn_ramp="rotations")).pe.w,
                                yarn_frequencies(w, 4.0, yarn_ramp(w, 256)))
     with pytest.raises(ValueError, match="rope_yarn_ramp must be one of index, rotations"):
         GPTConfig(**base, rope_yarn_ramp="linear")
@@ -112,10 +119,10 @@ def test_yarn_model_multiplies_the_logits_by_one_over_t():
     config = dict(vocab_size=7, n_layer=1, n_head=1, d_model=8, train_len=16, dtype="float64")
     plain = GPT(GPTConfig(**config))
     yarn = GPT(GPTConfig(**config, rope_scaling="yarn", rope_scale=4.0))
-    assert yarn.rope_factor ** 2 == pytest.approx((0.1 * math.log(4.0) + 1.0) ** 2)
+    assert yarn.pe.factor ** 2 == pytest.approx((0.1 * math.log(4.0) + 1.0) ** 2)
     cos, _ = yarn.rotary_tables(0, np.arange(3))
     cos0, _ = plain.rotary_tables(0, np.arange(3))
-    assert cos[0, 0] == pytest.approx(yarn.rope_factor * cos0[0, 0])
+    assert cos[0, 0] == pytest.approx(yarn.pe.factor * cos0[0, 0])
 
 
 @pytest.mark.parametrize("extra", [dict(rope_scaling="yarn", rope_scale=2.0, rope_original_len=32),
@@ -144,9 +151,9 @@ def test_rope_clip_is_fope_with_zero_sigma_when_every_kept_frequency_rotates():
 
 def test_fope_without_the_clip_keeps_every_frequency():
     model = GPT(GPTConfig(vocab_size=5, n_head=2, d_model=32, train_len=64, pe="fope", fope_clip=False))
-    assert len(model.fope_w) == 8 and model.fope_J == 4
+    assert len(model.pe.w) == 8 and model.pe.J == 4
     clipped = GPT(GPTConfig(vocab_size=5, n_head=2, d_model=32, train_len=64, pe="fope"))
-    assert len(clipped.fope_w) == 3
+    assert len(clipped.pe.w) == 3
 
 
 @pytest.mark.parametrize("fields, words", [

@@ -168,7 +168,7 @@ def test_score_vs_distance_is_a_rope_models_logit_for_one_query_key_pair():
     a = model.attention_inputs(np.random.default_rng(4).integers(0, 13, (1, 20)), layer=1)
     q, k = a["q"][0, 1, 17], a["k"][0, 1, 5]
     logit = a["q_rot"][0, 1, 17] @ a["k_rot"][0, 1, 5]
-    assert score_vs_distance(q, k, model.rope_w, [12])[0] == pytest.approx(logit, rel=1e-12)
+    assert score_vs_distance(q, k, model.pe.w, [12])[0] == pytest.approx(logit, rel=1e-12)
 
 
 def test_head_spectrum_is_the_modulus_of_q_times_conj_k():
@@ -202,7 +202,7 @@ def test_pair_frequencies_follow_rope_and_fopes_step_identity():
     # fope_dim 64 over head_dim 16: F = 9, J = 4, step 3 -> pairs start on w_0, w_3, w_6, none
     fope = tiny_model(pe="fope", fope_dim=64)
     w = pair_frequencies(fope)
-    np.testing.assert_array_equal(w[:3], fope.fope_w[[0, 3, 6]])
+    np.testing.assert_array_equal(w[:3], fope.pe.w[[0, 3, 6]])
     assert np.isnan(w[3])
     np.testing.assert_array_equal(w[4:], 0.0)
     np.testing.assert_array_equal(pair_frequencies(tiny_model(pe="nope")), np.zeros(8))
@@ -230,7 +230,7 @@ def test_rope_queries_without_positional_content_are_pure_tones_and_fope_noise_s
     clipped_rope = model_leakage(tiny_model(pe="fope", fope_sigma=0.0), idx, layer=1)[0]
     assert clipped_rope.max() < 1e-12
     fope = model_leakage(tiny_model(pe="fope", fope_sigma=2.0), idx, layer=1)[0]
-    J = tiny_model(pe="fope").fope_J
+    J = tiny_model(pe="fope").pe.J
     assert fope[:J].min() > 1e-3 and fope[J:].max() < 1e-12
 
 

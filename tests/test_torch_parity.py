@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="the torch path needs PyTorch: pip i
 from minifope import GPT, KVCache, alibi_slopes  # noqa: E402
 from minifope.alibi import alibi_bias  # noqa: E402
 from minifope.fope import fope_coefficients, fope_frequencies, fope_tables  # noqa: E402
-from minifope.model import rope_frequencies_of  # noqa: E402
+from minifope.rope import rope_frequencies_of  # noqa: E402
 from minifope.rope import apply_rotary as numpy_apply_rotary  # noqa: E402
 from minifope.rope import rope_tables  # noqa: E402
 from minifope.sample import generate  # noqa: E402
@@ -37,6 +37,7 @@ CASES = {
     "fope-authors-padding": dict(pe="fope", fope_zero_freq="authors"),
     "alibi": dict(pe="alibi", n_head=3, d_model=24),
     "nope": dict(pe="nope"),
+    "sinusoidal": dict(pe="sinusoidal"),
 }
 
 
@@ -164,7 +165,7 @@ def test_a_position_module_works_inside_any_torch_attention():
 
 # --- the NumPy view: decoding through the key/value cache ----------------------------------------
 
-@pytest.mark.parametrize("case", ["rope", "fope", "alibi", "nope"])
+@pytest.mark.parametrize("case", ["rope", "fope", "alibi", "nope", "sinusoidal"])
 def test_decoding_a_torch_gpt_through_numpy_view_equals_the_numpy_gpt(case):
     config = tiny_config(**CASES[case])
     model = GPT(config)

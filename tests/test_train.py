@@ -62,7 +62,7 @@ def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     assert (tmp_path / "ckpt.npz").read_bytes() == before
 
 
-@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope"])
+@pytest.mark.parametrize("pe", ["rope", "fope", "alibi", "nope", "sinusoidal"])
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, pe):
     model = GPT(GPTConfig(**TINY, pe=pe, vocab_size=5, fope_learnable=pe == "fope"))
     tokenizer = CharTokenizer.from_text("abcde")

@@ -7,6 +7,7 @@ frequency set and coefficients, ALiBi's slopes, and the initial weights, so a to
 built from a config equals the NumPy GPT built from it.
 
     RoPE, FoPE, NoPE   forward(q, k, positions) -> (q', k'), q and k (B,H,T,d)
+    Sinusoidal         embed(x, positions) -> sqrt(C) * x + PE[positions], x (B,T,C)
     ALiBi              forward(q_positions, k_positions) -> additive mask (H,Tq,Tk)
     GPT                forward(idx, targets=None, pos_offset=0, kv_cache=None) -> (logits, loss)
     to_torch, from_torch          NumPy GPT <-> torch GPT, same parameters
@@ -30,6 +31,7 @@ from .model import GPT
 from .nope import NoPE
 from .numpy_view import NumpyView
 from .rope import RoPE, apply_rotary
+from .sinusoidal import Sinusoidal
 
-__all__ = ["ALiBi", "FoPE", "GPT", "NoPE", "NumpyView", "RoPE", "apply_rotary", "from_torch",
+__all__ = ["ALiBi", "FoPE", "GPT", "NoPE", "NumpyView", "RoPE", "Sinusoidal", "apply_rotary", "from_torch",
            "load_checkpoint", "save_checkpoint", "to_torch"]

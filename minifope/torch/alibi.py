@@ -10,14 +10,21 @@ The bias is computed in float64 and cast once, as on the NumPy side.
 import torch
 
 from ..alibi import alibi_slopes
-from .float64_buffers import Float64Buffers
+from .embedding import PositionEmbedding
 
 
-class ALiBi(Float64Buffers):
+class ALiBi(PositionEmbedding):
     def __init__(self, n_head):
         super().__init__()
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_head), dtype=torch.float64),
                              persistent=False)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.n_head)
+
+    def mask(self, q_positions, k_positions):
+        return self(q_positions, k_positions)
 
     def forward(self, q_positions, k_positions):
         q_positions = torch.as_tensor(q_positions, device=self.slopes.device)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..fope import fope_coefficients, fope_frequencies, fope_num_rotating_pairs
+from .embedding import PositionEmbedding
 from .float64_buffers import Float64Buffers
 from .rope import apply_rotary, as_positions
 
@@ -67,3 +68,22 @@ class FoPE(Float64Buffers):
     def forward(self, q, k, positions=0):
         cos, sin = self.tables(as_positions(positions, q.shape[-2], q.device))
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
+class FoPEBlocks(PositionEmbedding):
+    """pe='fope' in the GPT: every block holds a FoPE of its own, as `fope` (so its coefficients
+    are blocks.{l}.fope.ccos, .csin, the NumPy names), and rotates q and k with it."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config)
+
+    def block_module(self):
+        return "fope", FoPE.from_config(self.config)
+
+    def rotary(self, block):
+        return block.fope

@@ -1,6 +1,6 @@
 """The GPT of minifope/model.py as a torch.nn.Module, parameter for parameter.
 
-    x = wte[idx]
+    x = wte[idx]   (then the position embedding's embed: sinusoidal)
     for each block:  x = x + attn(rmsnorm(x));  x = x + swiglu(rmsnorm(x))
     logits = rmsnorm(x) @ lm_head
 
@@ -11,8 +11,10 @@ so `state_dict()` holds exactly the NumPy GPT's params and buffers:
     blocks.{l}.norm2 (C,)   blocks.{l}.mlp.w_in (C,2F)    blocks.{l}.mlp.w_out (F,C)
     blocks.{l}.fope.ccos, blocks.{l}.fope.csin (H,F_w,J)  with pe='fope'
     norm_f (C,)   lm_head (C,V)
-RoPE's frequencies and ALiBi's slopes are buffers outside the state_dict (they follow from
-the config).
+The position embedding is one module per model, EMBEDDINGS[config.pe], whose hooks
+(torch/embedding.py) the model calls, as the NumPy GPT calls the NumPy one's. RoPE's
+frequencies, ALiBi's slopes and the sinusoidal frequencies are buffers outside the
+state_dict (they follow from the config).
 
 Attention is torch.nn.functional.scaled_dot_product_attention, scale 1/sqrt(d): causal
 (is_causal=True, which lets a GPU take the flash or memory-efficient kernel) for rope,
@@ -28,9 +30,13 @@ from torch import nn
 from ..layers import IGNORE_INDEX, RMSNORM_EPS
 from ..model import GPT as NumpyGPT
 from .alibi import ALiBi
-from .fope import FoPE
+from .fope import FoPEBlocks
 from .nope import NoPE
 from .rope import RoPE
+from .sinusoidal import Sinusoidal
+
+# GPTConfig.pe -> the torch twin of config.EMBEDDINGS[pe]
+EMBEDDINGS = {"rope": RoPE, "fope": FoPEBlocks, "alibi": ALiBi, "nope": NoPE, "sinusoidal": Sinusoidal}
 
 
 def rmsnorm(x, g, eps=RMSNORM_EPS):
@@ -59,7 +65,8 @@ class Attention(nn.Module):
         self.wo = nn.Parameter(torch.empty(C, C, dtype=dtype))
 
     def forward(self, x, positions, rotary=None, mask=None, past=None):
-        # rotary: RoPE/FoPE/NoPE or None; mask: ALiBi's (H,Tq,Tk) or None; past: cached (k, v)
+        # rotary: (q, k, positions) -> (q', k') (RoPE, FoPE) or None; mask: ALiBi's (H,Tq,Tk) or
+        # None; past: cached (k, v)
         # -> out (B,T,C), present = (k, v) (B,H,Tp+T,d), k already rotated
         B, T, C = x.shape
         H = self.n_head
@@ -82,15 +89,16 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config, dtype):
+    def __init__(self, config, dtype, pe):
         super().__init__()
         C = config.d_model
         self.norm1 = nn.Parameter(torch.empty(C, dtype=dtype))
         self.attn = Attention(C, config.n_head, dtype)
         self.norm2 = nn.Parameter(torch.empty(C, dtype=dtype))
         self.mlp = SwiGLU(C, config.hidden_dim, dtype)
-        if config.pe == "fope":  # every block owns its coefficients
-            self.fope = FoPE.from_config(config)
+        own = pe.block_module()  # what the embedding keeps in each block (FoPE's coefficients)
+        if own is not None:
+            self.add_module(*own)
 
     def forward(self, x, positions, rotary=None, mask=None, past=None):
         a, present = self.attn(rmsnorm(x, self.norm1), positions, rotary, mask, past)
@@ -109,16 +117,10 @@ class GPT(nn.Module):
         dtype = getattr(torch, config.dtype)
         C, V = config.d_model, config.vocab_size
         self.wte = nn.Parameter(torch.empty(V, C, dtype=dtype))
-        self.blocks = nn.ModuleList(Block(config, dtype) for _ in range(config.n_layer))
+        self.pe = EMBEDDINGS[config.pe].from_config(config)
+        self.blocks = nn.ModuleList(Block(config, dtype, self.pe) for _ in range(config.n_layer))
         self.norm_f = nn.Parameter(torch.empty(C, dtype=dtype))
         self.lm_head = nn.Parameter(torch.empty(C, V, dtype=dtype))
-        # one RoPE / ALiBi / NoPE for all blocks; FoPE lives in each block
-        if config.pe == "rope":
-            self.pe = RoPE.from_config(config)
-        elif config.pe == "alibi":
-            self.pe = ALiBi(config.n_head)
-        elif config.pe == "nope":
-            self.pe = NoPE()
         self.load_numpy(source if source is not None else NumpyGPT(config))
 
     @torch.no_grad()
@@ -143,7 +145,6 @@ class GPT(nn.Module):
         minifope.model.KVCache: each call appends its keys and values (torch tensors).
         loss is the mean cross-entropy over targets != -1, as in the NumPy GPT.
         """
-        cfg = self.config
         if idx.ndim != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx must be a 2-D integer tensor (B, T), got shape {tuple(idx.shape)} "
                              f"of {idx.dtype}")
@@ -151,13 +152,13 @@ class GPT(nn.Module):
         past_len = kv_cache.length if kv_cache is not None else 0
         start = pos_offset + past_len
         positions = torch.arange(start, start + T, device=idx.device)
-        mask = None
-        if cfg.pe == "alibi":  # query i sits at key index past_len + i
-            k_idx = torch.arange(past_len + T, device=idx.device)
-            mask = self.pe(k_idx[past_len:], k_idx).to(self.wte.dtype)
-        x = F.embedding(idx, self.wte)
+        k_idx = torch.arange(past_len + T, device=idx.device)  # query i sits at key index past_len + i
+        mask = self.pe.mask(k_idx[past_len:], k_idx)  # ALiBi's bias, None for the others
+        if mask is not None:
+            mask = mask.to(self.wte.dtype)
+        x = self.pe.embed(F.embedding(idx, self.wte), positions)
         for l, block in enumerate(self.blocks):
-            rotary = block.fope if cfg.pe == "fope" else None if cfg.pe == "alibi" else self.pe
+            rotary = self.pe.rotary(block)
             past = kv_cache.layers[l] if kv_cache is not None else None
             x, present = block(x, positions, rotary, mask, past)
             if kv_cache is not None:

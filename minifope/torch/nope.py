@@ -2,13 +2,13 @@
 
     s(m, n) = q_m . k_n / sqrt(d)   for n <= m
 
-It exists so that a model can swap position embeddings without an `if`: forward has
-RoPE's and FoPE's signature, forward(q, k, positions) -> (q, k).
+Every hook of PositionEmbedding stays a no-op; forward has RoPE's and FoPE's signature,
+forward(q, k, positions) -> (q, k), for code that rotates with any of them.
 """
 
-from torch import nn
+from .embedding import PositionEmbedding
 
 
-class NoPE(nn.Module):
+class NoPE(PositionEmbedding):
     def forward(self, q, k, positions=0):
         return q, k

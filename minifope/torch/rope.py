@@ -5,15 +5,15 @@
     x' = x * [COS, COS] + rotate_half(x) * [SIN, SIN],   rotate_half([a, b]) = [-b, a]
 
 a is YaRN's attention factor sqrt(1/t) = 0.1 * ln(s) + 1 (1 without YaRN). The frequencies
-and a come from minifope.model.rope_frequencies_of, so they are the NumPy GPT's own; the
+and a come from minifope.rope.rope_frequencies_of, so they are the NumPy GPT's own; the
 angles are computed in float64 and the tables cast to the dtype of q and k.
 """
 
 import torch
 
 from ..config import GPTConfig
-from ..model import rope_frequencies_of
-from .float64_buffers import Float64Buffers
+from ..rope import rope_frequencies_of
+from .embedding import PositionEmbedding
 
 
 def as_positions(positions, T, device):
@@ -32,7 +32,7 @@ def apply_rotary(x, cos, sin):
     return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
 
 
-class RoPE(Float64Buffers):
+class RoPE(PositionEmbedding):
     """Rotary position embedding for queries and keys of head size `head_dim`.
 
     forward(q, k, positions) -> (q', k'): q and k (B,H,T,d) (any leading dims), positions an
@@ -63,3 +63,6 @@ class RoPE(Float64Buffers):
     def forward(self, q, k, positions=0):
         cos, sin = self.tables(as_positions(positions, q.shape[-2], q.device))
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+    def rotary(self, block):
+        return self  # every block rotates by the same tables
