@@ -18,7 +18,7 @@ from minifope.exercises import fope as ex_fope
 from minifope.exercises import rope as ex_rope
 from minifope.exercises import spectrum as ex_spectrum
 from minifope.layers import linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward
-from minifope.rope import apply_rotary, as_complex, nudft_scores, rope_tables
+from minifope.rope import apply_rotary, apply_rotary_backward, as_complex, nudft_scores, rope_tables
 
 
 # --- right answers ----------------------------------------------------------------------------
@@ -49,6 +49,14 @@ def fourier_right(q, k, w, m, n):
     return np.real(np.sum(h * np.exp(1j * (m[:, None] - n[None, :])[..., None] * w), axis=-1))
 
 
+def rotary_backward_right(dout, cos, sin):
+    return apply_rotary(dout, cos, -sin)
+
+
+def clipped_right(w, N):
+    return np.where(2 * math.pi / w > N, 0.0, w)
+
+
 def undertrained_right(w, N):
     return 2 * math.pi / w > N
 
@@ -63,10 +71,14 @@ RIGHT = [
     (backprop.check_rmsnorm_backward, rmsnorm_right),
     (backprop.check_attention_backward, attention_right),
     (ex_rope.check_rotate, rotate_right),
+    (ex_rope.check_rotary_backward, rotary_backward_right),
+    (ex_rope.check_rotary_backward, apply_rotary_backward),
     (ex_rope.check_fourier_score, fourier_right),
     (ex_rope.check_fourier_score, lambda q, k, w, m, n: nudft_scores(q, k, w, m, n)),
     (ex_spectrum.check_off_frequency_energy, spectrum.off_frequency_energy),
     (ex_spectrum.check_undertrained, undertrained_right),
+    (ex_fope.check_clipped_frequencies, clipped_right),
+    (ex_fope.check_clipped_frequencies, lambda w, N: np.where(w < 2 * math.pi / N, 0.0, w)),
     (ex_fope.check_fope_frequencies, fope_frequencies_right),
     (ex_fope.check_fope_tables, fope.fope_tables),
     (ex_alibi.check_alibi_slopes, alibi.alibi_slopes),
@@ -113,6 +125,19 @@ def fourier_without_conj(q, k, w, m, n):
     return np.real(np.sum(h * np.exp(1j * (m[:, None] - n[None, :])[..., None] * w), axis=-1))
 
 
+def rotary_backward_halves(dout, cos, sin, sign_a, sign_b):
+    # per pair: da = ga cos + sign_a gb sin, db = gb cos + sign_b ga sin (right: +1, -1)
+    half = dout.shape[-1] // 2
+    ga, gb = dout[..., :half], dout[..., half:]
+    return np.concatenate([ga * cos + sign_a * gb * sin, gb * cos + sign_b * ga * sin], axis=-1)
+
+
+def rotary_backward_swapped(dout, cos, sin):
+    dx = rotary_backward_right(dout, cos, sin)
+    half = dx.shape[-1] // 2
+    return np.concatenate([dx[..., half:], dx[..., :half]], axis=-1)
+
+
 def fope_tables_authors(positions, w, ccos, csin, head_dim):
     return fope.fope_tables(positions, w, ccos, csin, head_dim, zero_freq="authors")
 
@@ -153,6 +178,12 @@ WRONG = [
     (ex_rope.check_fourier_score, fourier_without_conj, "conj(k_j)"),
     (ex_rope.check_fourier_score, lambda q, k, w, m, n: fourier_right(q, k, w, -m, -n), "n - m"),
     (ex_rope.check_fourier_score, lambda *a: fourier_right(*a) + 0j, "real part"),
+    (ex_rope.check_rotary_backward, apply_rotary, "R^T is not R"),
+    (ex_rope.check_rotary_backward, rotary_backward_swapped, "halves are swapped"),
+    (ex_rope.check_rotary_backward, lambda *a: rotary_backward_halves(*a, 1, 1), "second half still"),
+    (ex_rope.check_rotary_backward, lambda *a: rotary_backward_halves(*a, -1, -1), "first half still"),
+    (ex_rope.check_rotary_backward, lambda *a: np.swapaxes(rotary_backward_right(*a), -1, -2),
+     "last two axes swapped"),
     (ex_spectrum.check_off_frequency_energy, lambda z, w: 1 - spectrum.off_frequency_energy(z, w),
      "1 minus it"),
     (ex_spectrum.check_off_frequency_energy,
@@ -160,6 +191,13 @@ WRONG = [
      / np.sum(np.abs(z) ** 2, -1), "factor M"),
     (ex_spectrum.check_undertrained, lambda w, N: w < 1.0 / N, "2*pi/N"),
     (ex_spectrum.check_undertrained, lambda w, N: 2 * math.pi / w < N, "inverted"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: np.where(w < 4 * math.pi / N, 0.0, w), "N/2"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: np.where(w < 1.0 / N, 0.0, w), "not w < 1/N"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: np.where(w <= 2 * math.pi / N, 0.0, w), "strict"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: np.where(w >= 2 * math.pi / N, 0.0, w),
+     "zeroed the fast ones"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: w[w >= 2 * math.pi / N], "do not drop them"),
+    (ex_fope.check_clipped_frequencies, lambda w, N: w < 2 * math.pi / N, "not the mask"),
     (ex_fope.check_fope_frequencies, fope_frequencies_zeroed, "dropped"),
     (ex_fope.check_fope_tables, fope_tables_authors, "zero_freq='authors'"),
     (ex_fope.check_fope_tables, fope_tables_unpadded, "pad the J series pairs"),

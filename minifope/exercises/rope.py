@@ -1,18 +1,23 @@
-"""Checkers for lesson 2: RoPE as rotations, and the score as a non-uniform Fourier sum.
+"""Checkers for lesson 2: RoPE as rotations, its backward, and the score as a non-uniform Fourier sum.
 
-    check_rotate(fn)          fn(x, positions, w) -> x'      the half-split rotation, x (T, d)
-    check_fourier_score(fn)   fn(q, k, w, q_positions, k_positions) -> s (Tq, Tk)
-                              s(m, n) = Re( sum_j q_j conj(k_j) exp(i w_j (m - n)) )
+    check_rotate(fn)            fn(x, positions, w) -> x'      the half-split rotation, x (T, d)
+    check_rotary_backward(fn)   fn(dout, cos, sin) -> dx       for x' = apply_rotary(x, cos, sin),
+                                                               dout = dL/dx' and dx (B, H, T, d)
+    check_fourier_score(fn)     fn(q, k, w, q_positions, k_positions) -> s (Tq, Tk)
+                                s(m, n) = Re( sum_j q_j conj(k_j) exp(i w_j (m - n)) )
 
-The reference for both is the rotation of minifope.rope (apply_rotary with rope_tables):
-the Fourier sum is graded against rotate-then-dot-product, which is what lesson 2 asks
-the student to show equal.
+The reference for the rotation and the Fourier sum is the rotation of minifope.rope
+(apply_rotary with rope_tables): the Fourier sum is graded against rotate-then-dot-product,
+which is what lesson 2 asks the student to show equal. The backward is graded against
+autograd of minifope.reference.rotary and against minifope.rope.apply_rotary_backward.
 """
 
 import numpy as np
 
-from ..rope import apply_rotary, as_complex, rope_frequencies, rope_tables
-from .grading import grade
+from .. import reference
+from ..gradcheck import autograd_gradients
+from ..rope import apply_rotary, apply_rotary_backward, as_complex, rope_frequencies, rope_tables
+from .grading import grade, grade_cases
 
 
 def _rotated(x, positions, w):
@@ -50,6 +55,48 @@ def check_rotate(fn, seed=0):
             [np.concatenate([ref[:, :d // 2], x[:, d // 2:] * np.cos(positions[:, None] * w)], axis=-1)],
     }
     return grade("rotate", fn, (x, positions, w), ["x_rot"], [ref], tol=1e-10, mistakes=mistakes)
+
+
+def check_rotary_backward(fn, seed=0):
+    """fn(dout, cos, sin) -> dx (B, H, T, d), the gradient of x for x' = apply_rotary(x, cos, sin).
+
+    RoPE's tables of d = 8 at T = 6 random positions, B = 1, H = 2; graded against autograd of
+    minifope.reference.rotary, then against minifope.rope.apply_rotary_backward at positions
+    up to 10^5.
+    """
+    rng = np.random.default_rng(seed)
+    B, H, T, d = 1, 2, 6, 8
+    half = d // 2
+    w = rope_frequencies(d)
+
+    def autograd_dx(x, dout, cos, sin):
+        return autograd_gradients(reference.rotary, dict(x=x, cos=cos, sin=sin), dout)["x"]
+
+    cases = []
+    for label, top, reference_dx in (("dx vs autograd", 200, autograd_dx),
+                                     ("dx vs apply_rotary_backward", 100_000,
+                                      lambda x, dout, cos, sin: apply_rotary_backward(dout, cos, sin))):
+        cos, sin = rope_tables(rng.integers(0, top, T).astype(np.float64), w)
+        x, dout = rng.standard_normal((B, H, T, d)), rng.standard_normal((B, H, T, d))
+        ref = reference_dx(x, dout, cos, sin)
+        ga, gb = dout[..., :half], dout[..., half:]
+        mistakes = {
+            "that rotates dout by +w_j m, as the forward does: the backward of the linear map "
+            "x' = R x is dx = R^T dout, and R^T is not R": [apply_rotary(dout, cos, sin)],
+            "the halves are swapped: dx[..., :d/2] is the gradient of the first members a_j of "
+            "the pairs, dx[..., d/2:] that of the second members b_j":
+                [np.concatenate([ref[..., half:], ref[..., :half]], axis=-1)],
+            "the sign of sin flips in both rows of R^T = [[cos, sin], [-sin, cos]]; your second "
+            "half still has the forward's sign (b' = b cos + a sin)":
+                [np.concatenate([ga * cos + gb * sin, gb * cos + ga * sin], axis=-1)],
+            "the sign of sin flips in both rows of R^T = [[cos, sin], [-sin, cos]]; your first "
+            "half still has the forward's sign (a' = a cos - b sin)":
+                [np.concatenate([ga * cos - gb * sin, gb * cos - ga * sin], axis=-1)],
+            "dx has the shape of x, (B, H, T, d): you returned it with the last two axes swapped":
+                [np.swapaxes(ref, -1, -2)],
+        }
+        cases.append((label, (dout, cos, sin), ref, mistakes))
+    return grade_cases("rotary_backward", fn, cases, tol=1e-10)
 
 
 def check_fourier_score(fn, seed=0):
