@@ -50,7 +50,7 @@ from . import stats
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
-from .lengthgen import eval_windows, loss_by_length, plot_loss_by_length, plot_loss_by_position
+from .lengthgen import eval_windows, legend_outside, loss_by_length, plot_loss_by_length, plot_loss_by_position
 from .passkey import has_repeated_digit, passkey_by_distance, probe_accuracy
 from .parallel import get_threads, set_threads
 from .progress import RunBoard
@@ -873,10 +873,10 @@ def write_report(summary, out):
     ax_pk.set_ylabel("passkey accuracy, all distances")
     ax_pk.set_title(f"passkey retrieval ({interval})")
     if ax_pk.has_data():
-        ax_pk.legend()
+        legend_outside(ax_pk)
     ax_pk.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "figure.png", dpi=120)
+    fig.savefig(out / "figure.png", dpi=120, bbox_inches="tight")
 
     longest = max(int(L) for v in variants.values() for L in v["loss"])
     fig = Figure(figsize=(6, 4))
@@ -885,7 +885,7 @@ def write_report(summary, out):
                            for k, v in variants.items() if str(longest) in v["loss"]}, N, ax=ax)
     ax.set_title(f"loss by position in {longest}-character windows")
     fig.tight_layout()
-    fig.savefig(out / "loss_by_position.png", dpi=120)
+    fig.savefig(out / "loss_by_position.png", dpi=120, bbox_inches="tight")
 
     with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
     if with_pk:
@@ -905,10 +905,10 @@ def write_report(summary, out):
             ax.set_xlabel("needle distance (characters)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("passkey accuracy")
-        axes[-1].legend(fontsize=8)
+        legend_outside(axes[-1])
         fig.suptitle(f"passkey accuracy by needle distance ({interval}; dashed: N)")
         fig.tight_layout()
-        fig.savefig(out / "passkey_by_distance.png", dpi=120)
+        fig.savefig(out / "passkey_by_distance.png", dpi=120, bbox_inches="tight")
 
     with_curves = {k: v["curves"] for k, v in variants.items() if "curves" in v}
     if with_curves:
@@ -924,7 +924,7 @@ def write_report(summary, out):
         ax.set_xlabel("training step")
         ax.set_ylabel("passkey accuracy at N (probe set)")
         ax.set_title("retrieval during training, one line per run")
-        ax.legend(fontsize=7, ncol=2)
+        legend_outside(ax, fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "retrieval_curves.png", dpi=120)
+        fig.savefig(out / "retrieval_curves.png", dpi=120, bbox_inches="tight")

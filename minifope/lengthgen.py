@@ -88,12 +88,12 @@ def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel="validat
     for label, (lengths, losses) in curves.items():
         err = None if spread is None else spread.get(label)
         ax.errorbar(lengths, losses, yerr=err, marker="o", capsize=3, label=label)
-    ax.axvline(train_len, color="gray", linestyle="--", linewidth=1)
-    ax.text(train_len, ax.get_ylim()[1], " train_len", va="top", color="gray", fontsize=8)
+    # the marker is a legend entry, so that no legend placement can hide what it means
+    ax.axvline(train_len, color="gray", linestyle="--", linewidth=1, label=f"N = {train_len}, the training length")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("evaluation length (characters)")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    legend_outside(ax)
     ax.grid(alpha=0.3)
     return ax.figure
 
@@ -105,9 +105,14 @@ def plot_loss_by_position(curves, train_len, ax=None):
     for label, (edges, losses) in curves.items():
         centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
         ax.plot(centres, losses, marker=".", label=label)
-    ax.axvline(train_len, color="gray", linestyle="--", linewidth=1)
+    ax.axvline(train_len, color="gray", linestyle="--", linewidth=1, label=f"N = {train_len}, the training length")
     ax.set_xlabel("position in the window (characters)")
     ax.set_ylabel("loss at that position (nats/char)")
-    ax.legend()
+    legend_outside(ax)
     ax.grid(alpha=0.3)
     return ax.figure
+
+
+def legend_outside(ax, **options):
+    """The legend to the right of the axes, where it hides no curve (save with bbox_inches="tight")."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **{"fontsize": 8, **options})

@@ -68,8 +68,10 @@ def test_sixteen_times_the_training_length_goes_through_blocks_of_rows(monkeypat
     assert set(paths[:-1]) == {1} and paths[-1] == 16  # 16 chars in one block; 256 in 16
 
 
-def test_plots_return_figures():
+def test_plots_return_figures_whose_legend_names_the_training_length():
     fig = plot_loss_by_length({"rope": ([8, 16], [1.0, 2.0])}, 8, spread={"rope": [0.1, 0.2]})
     assert fig.axes[0].get_xlabel().startswith("evaluation length")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["N = 8, the training length", "rope"]
     fig = plot_loss_by_position({"rope": ([0, 4, 8], [1.0, 1.5])}, 4)
     assert len(fig.axes[0].lines) >= 1
+    assert "N = 4, the training length" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
