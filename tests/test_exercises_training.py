@@ -4,6 +4,7 @@ import math
 import re
 
 import numpy as np
+import pytest
 
 from minifope.exercises.passkey import check_passkey_prompt, check_passkey_score
 from minifope.exercises.training import (check_adamw_step, check_lr_schedule, check_split_qkv,
@@ -41,9 +42,61 @@ def adam_with_l2(p, g, m, v, t, lr, betas, eps, weight_decay, decay):
     return adamw_step(p, g + weight_decay * p if decay else g, m, v, t, lr, betas, eps, 0.0, False)
 
 
+def adamw_with(p, g, m, v, t, lr, betas, eps, weight_decay, decay, *, bias_t=None, root=None,
+               decay_lr=None, decay_after=False, decay_anyway=False, never_decay=False, corrected_moments=False):
+    # adamw_step with one step done wrong, as the keyword says
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    bias_t = t if bias_t is None else bias_t
+    m_hat, v_hat = m / (1 - b1 ** bias_t), v / (1 - b2 ** bias_t)
+    decayed = (decay or decay_anyway) and not never_decay
+    if decayed and not decay_after:
+        p = p - (lr if decay_lr is None else decay_lr) * weight_decay * p
+    p = p - lr * m_hat / (np.sqrt(v_hat) + eps if root is None else root(v, v_hat, eps, b2 ** t))
+    if decayed and decay_after:
+        p = p * (1 - lr * weight_decay)
+    return (p, m_hat, v_hat) if corrected_moments else (p, m, v)
+
+
+ADAMW_MISTAKES = {
+    "without bias correction": (adamw_without_bias_correction, "hint: bias correction: divide m"),
+    "returning m_hat and v_hat": (lambda *a: adamw_with(*a, corrected_moments=True),
+                                  "hint: return the moments m and v themselves"),
+    "bias correction with t + 1": (lambda *a: adamw_with(*a, bias_t=a[4] + 1), "not 1 - beta^(t+1)"),
+    "bias correction with t - 1": (lambda *a: adamw_with(*a, bias_t=a[4] - 1), "not 1 - beta^(t-1)"),
+    "eps inside the root": (lambda *a: adamw_with(*a, root=lambda v, v_hat, eps, b2t: np.sqrt(v_hat + eps)),
+                            "hint: eps goes outside the square root"),
+    "eps of the Adam paper's form": (
+        lambda *a: adamw_with(*a, root=lambda v, v_hat, eps, b2t: (np.sqrt(v) + eps) / np.sqrt(1 - b2t)),
+        "the Adam paper's form"),
+    "L2 regularisation": (adam_with_l2, "hint: decoupled weight decay shrinks p directly"),
+    "decaying the exempt vector": (lambda *a: adamw_with(*a, decay_anyway=True),
+                                   "hint: decay is False for this tensor"),
+    "never decaying": (lambda *a: adamw_with(*a, never_decay=True), "hint: decay is True"),
+    "decay without lr": (lambda *a: adamw_with(*a, decay_lr=1.0), "hint: the decay is scaled by the learning rate"),
+    "decay after the Adam step": (lambda *a: adamw_with(*a, decay_after=True), "hint: decay first"),
+}
+
+
 def test_adamw_checker_accepts_the_update_of_minifope_optim(capsys):
     assert check_adamw_step(adamw_step)
-    assert "all ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+@pytest.mark.parametrize("mistake", ADAMW_MISTAKES)
+def test_adamw_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = ADAMW_MISTAKES[mistake]
+    assert not check_adamw_step(wrong)
+    out = capsys.readouterr().out
+    assert hint in out
+    assert len({line for line in out.splitlines() if "hint:" in line}) == 1  # no other hint on any case
+
+
+def test_adamw_checker_prints_no_hint_for_an_unknown_mistake(capsys):
+    assert not check_adamw_step(lambda p, g, m, v, *rest: adamw_step(p, 2 * g, m, v, *rest))
+    assert "hint" not in capsys.readouterr().out
 
 
 def test_adamw_checker_rejects_a_step_without_bias_correction(capsys):
@@ -85,9 +138,50 @@ def schedule_warmup_from_zero(step, max_lr, warmup_steps, total_steps, min_lr):
     return schedule(step, max_lr, warmup_steps, total_steps, min_lr)
 
 
+def schedule_with(step, max_lr, warmup_steps, total_steps, min_lr, *, warmup_end=None, floor=None,
+                  height=None, progress=None, stops=True):
+    # the schedule with one step done wrong, as the keyword says
+    W, T = warmup_steps, total_steps
+    if step < (W if warmup_end is None else warmup_end):
+        return max_lr * (step + 1) / W
+    if step >= T and stops:
+        return min_lr
+    low = min_lr if floor is None else floor
+    x = (step - W) / (T - W) if progress is None else progress(step, W, T)
+    return low + (max_lr - low if height is None else height) * 0.5 * (1 + math.cos(math.pi * x))
+
+
+LR_MISTAKES = {
+    "warmup from 0": (schedule_warmup_from_zero, "hint: the warmup starts at max_lr / W on step 0"),
+    "warmup through step W": (lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, warmup_end=W + 1 if W else 0),
+                              "hint: the warmup ends after W steps"),
+    "cosine to 0": (lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, floor=0.0),
+                    "hint: the cosine decays to min_lr, not to 0"),
+    "cosine of height max_lr": (lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, height=hi),
+                                "hint: the cosine's height is max_lr - min_lr"),
+    "progress from step 0": (lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, progress=lambda s, W, T: s / T),
+                             "hint: the cosine starts when the warmup ends"),
+    "cosine ending a step early": (
+        lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, progress=lambda s, W, T: (s - W) / (T - W - 1)),
+        "it reaches 1 on step T"),
+    "cosine past the end": (lambda s, hi, W, T, lo: schedule_with(s, hi, W, T, lo, stops=False),
+                            "hint: from step T on the rate stays at min_lr"),
+}
+
+
 def test_lr_checker_accepts_warmup_then_cosine(capsys):
     assert check_lr_schedule(schedule)
-    assert "all ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+@pytest.mark.parametrize("mistake", LR_MISTAKES)
+def test_lr_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = LR_MISTAKES[mistake]
+    assert not check_lr_schedule(wrong)
+    out = capsys.readouterr().out
+    assert hint in out
+    assert len({line for line in out.splitlines() if "hint:" in line}) == 1
 
 
 def test_lr_checker_rejects_a_warmup_that_starts_at_zero_and_names_step_0(capsys):
@@ -114,9 +208,67 @@ def token_losses_unstable(logits, targets):
     return -np.log(np.take_along_axis(p, targets[..., None], axis=-1)[..., 0])
 
 
+def log_softmax(logits, axis=-1):
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def pick(logp, targets):
+    return np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def token_losses_unstable_in_float64(logits, targets):
+    z = logits.astype(np.float64)
+    return np.log(np.exp(z).sum(axis=-1)) - pick(z, targets)
+
+
+def token_losses_without_the_max_added_back(logits, targets):
+    z = logits.astype(np.float64)
+    return np.log(np.exp(z - z.max(axis=-1, keepdims=True)).sum(axis=-1)) - pick(z, targets)
+
+
+TOKEN_LOSS_MISTAKES = {
+    "no max subtracted, float32": (token_losses_unstable, "hint: e^z overflows once a logit passes about 88"),
+    "no max subtracted, float64": (token_losses_unstable_in_float64, "hint: casting to float64 moves the overflow"),
+    "max not added back": (token_losses_without_the_max_added_back, "hint: after subtracting the max M"),
+    "softmax over positions": (lambda logits, targets: -pick(log_softmax(logits, axis=1), targets),
+                               "hint: the softmax runs over the vocabulary"),
+    "sign flipped": (lambda logits, targets: pick(log_softmax(logits), targets), "check the sign"),
+    "every target at every position": (lambda logits, targets: -log_softmax(logits)[..., targets],
+                                       "hint: logp[..., targets] picks every position's target"),
+    "mean over the batch": (lambda logits, targets: token_losses(logits, targets).mean(),
+                            "this is their mean over the whole batch"),
+    "mean over each sequence": (lambda logits, targets: token_losses(logits, targets).mean(axis=1),
+                                "this is the mean over each sequence's positions"),
+}
+
+
 def test_token_loss_checker_accepts_a_stable_log_softmax(capsys):
     assert check_token_losses(token_losses)
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+def test_token_loss_checker_accepts_a_stable_log_softmax_in_float32(capsys):
+    assert check_token_losses(lambda logits, targets: -pick(log_softmax(logits).astype(np.float32), targets))
     assert "all ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake", TOKEN_LOSS_MISTAKES)
+def test_token_loss_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = TOKEN_LOSS_MISTAKES[mistake]
+    assert not check_token_losses(wrong)
+    out = capsys.readouterr().out
+    assert hint in out
+    assert len({line for line in out.splitlines() if "hint:" in line}) == 1
+
+
+def test_token_loss_checker_rejects_float64_without_the_max_only_on_logits_past_710(capsys):
+    assert not check_token_losses(token_losses_unstable_in_float64)
+    out = capsys.readouterr().out
+    assert re.search(r"random logits.*ok", out)
+    assert re.search(r"large float32 logits.*inf.*FAIL", out)
 
 
 def test_token_loss_checker_rejects_a_softmax_that_overflows_on_large_logits(capsys):
@@ -138,9 +290,44 @@ def split_qkv(wqkv):
     return tuple(wqkv[:, i * C:(i + 1) * C].T for i in range(3))
 
 
+def permute_rows(w, shape, axes):
+    # reorder the output rows of an (out, in) matrix: view them as `shape`, transpose by `axes`
+    return w.reshape(*shape, w.shape[1]).transpose(*axes, len(shape)).reshape(w.shape)
+
+
+H, D = 4, 8  # the heads and head size of the checker's model (d_model 32)
+
+SPLIT_QKV_MISTAKES = {
+    "blocks not transposed": (lambda w: tuple(np.split(w, 3, axis=1)),
+                              "hint: nn.Linear stores its weight as (out, in)"),
+    "reshape(3, C, C)": (lambda w: tuple(w.reshape(3, 32, 32)), "reshape(3, C, C) mixes its rows"),
+    "rows reordered head-major to dim-major": (
+        lambda w: tuple(permute_rows(b, (H, D), (1, 0)) for b in split_qkv(w)),
+        "hint: inside each block the heads are contiguous"),
+    "q and k permuted interleaved to half-split": (
+        lambda w: tuple(permute_rows(b, (H, D // 2, 2), (0, 2, 1)) for b in split_qkv(w)[:2]) + (split_qkv(w)[2],),
+        "this permutation takes RoFormer's interleaved pairs"),
+    "q and k permuted half-split to interleaved": (
+        lambda w: tuple(permute_rows(b, (H, 2, D // 2), (0, 2, 1)) for b in split_qkv(w)[:2]) + (split_qkv(w)[2],),
+        "this one makes them RoFormer's interleaved pairs"),
+    "k and v swapped": (lambda w: (split_qkv(w)[0], split_qkv(w)[2], split_qkv(w)[1]), "you returned (Wq, Wv, Wk)"),
+    "v, k, q": (lambda w: split_qkv(w)[::-1], "you returned (Wv, Wk, Wq)"),
+}
+
+
 def test_split_qkv_checker_accepts_the_transposed_blocks(capsys):
     assert check_split_qkv(split_qkv)
-    assert "all ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+@pytest.mark.parametrize("mistake", SPLIT_QKV_MISTAKES)
+def test_split_qkv_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = SPLIT_QKV_MISTAKES[mistake]
+    assert not check_split_qkv(wrong)
+    out = capsys.readouterr().out
+    assert hint in out
+    assert out.count("hint:") == 1
 
 
 def test_split_qkv_checker_rejects_blocks_left_in_numpy_layout(capsys):
