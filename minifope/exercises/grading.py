@@ -68,10 +68,19 @@ def matches(mine, candidate, tol):
 
 def known_mistake(mine, refs, mistakes, tol):
     """The first hint of mistakes ({hint: [wrong array or None, one per output]}) whose arrays all
-    match (within 1e-6) the outputs in `mine` that miss their ref; None if there is none."""
+    match the outputs in `mine` that miss their ref; None if there is none.
+
+    Matching is within 1e-6, or within 1% of the wrong array's own distance from the reference
+    where that is tighter, so that two mistakes which both stay close to the reference (eps
+    placed in two wrong ways) are told apart.
+    """
+    def near(m, w, r):
+        gap = relative_error(w, r) if np.shape(w) == np.shape(r) else np.inf
+        return matches(m, w, min(1e-6, 0.01 * gap) if np.isfinite(gap) else 1e-6)
+
     for hint, wrong in (mistakes or {}).items():
-        pairs = [(m, w) for m, w, r in zip(mine, wrong, refs) if w is not None and not matches(m, r, tol)]
-        if pairs and all(matches(m, w, 1e-6) for m, w in pairs):
+        triples = [(m, w, r) for m, w, r in zip(mine, wrong, refs) if w is not None and not matches(m, r, tol)]
+        if triples and all(near(m, w, r) for m, w, r in triples):
             return hint
     return None
 
