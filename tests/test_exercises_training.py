@@ -9,7 +9,7 @@ import pytest
 from minifope.exercises.passkey import check_passkey_prompt, check_passkey_score
 from minifope.exercises.training import (check_adamw_step, check_lr_schedule, check_split_qkv,
                                          check_token_losses)
-from minifope.passkey import make_prompt
+from minifope.passkey import FILLER, NEEDLE, QUESTION, TASK, make_prompt
 
 
 def not_done(*args, **kwargs):
@@ -350,9 +350,52 @@ def test_split_qkv_checker_rejects_the_wrong_shape(capsys):
 
 # --- passkey ------------------------------------------------------------------------------
 
+def build_prompt(length, depth, key, *, newlines=4, place=round, from_end=False, restart=True, joiner=" ",
+                 empty_lines=True, format_key=True):
+    # the prompt of lesson 9 built from its parts, or with one step done wrong, as the keyword says
+    F = length - len(TASK) - len(NEEDLE.format(key=key)) - len(QUESTION) - newlines
+    a = F - place(depth * F) if from_end else place(depth * F)
+    stream = joiner.join([FILLER] * 4)
+    after = stream[:F - a] if restart else stream[a:F]
+    parts = [TASK, stream[:a], NEEDLE.format(key=key) if format_key else NEEDLE, after, QUESTION]
+    return "\n".join(part for part in parts if part or empty_lines)
+
+
+PROMPT_MISTAKES = {
+    "depth floored": (dict(place=math.floor), "hint: a = round(depth * F)"),
+    "depth counted from the question": (dict(from_end=True), "hint: depth 0 puts the needle right after the task line"),
+    "filler continued after the needle": (dict(restart=False), "hint: both filler parts start at the beginning"),
+    "filler joined without a space": (dict(joiner=""), "hint: the filler repeats FILLER joined by a space"),
+    "empty filler lines dropped": (dict(empty_lines=False), "hint: a filler part of length 0 still has its line"),
+    "newlines left out of F": (dict(newlines=0), "hint: the 4 newlines between the five parts take room too"),
+    "key not filled in": (dict(format_key=False), "hint: fill in the key"),
+}
+
+
 def test_prompt_checker_accepts_make_prompt(capsys):
     assert check_passkey_prompt(lambda length, depth, key: make_prompt(length, depth, key)[0])
-    assert "all ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+def test_prompt_checker_accepts_the_prompt_built_from_its_parts(capsys):
+    assert check_passkey_prompt(build_prompt)
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+@pytest.mark.parametrize("mistake", PROMPT_MISTAKES)
+def test_prompt_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = PROMPT_MISTAKES[mistake]
+    assert not check_passkey_prompt(lambda length, depth, key: build_prompt(length, depth, key, **wrong))
+    out = capsys.readouterr().out
+    assert hint in out
+    assert out.count("hint:") == 1
+
+
+def test_prompt_checker_prints_no_hint_for_two_mistakes_at_once(capsys):
+    assert not check_passkey_prompt(lambda *args: build_prompt(*args, place=math.floor, joiner=""))
+    assert "hint" not in capsys.readouterr().out
 
 
 def test_prompt_checker_rejects_a_depth_that_floors_and_says_where(capsys):
@@ -387,9 +430,55 @@ def is_correct(continuation, key):
     return match is not None and match.group() == key
 
 
+def digits_only(continuation, key):
+    return "".join(c for c in continuation if c.isdigit()) == key
+
+
+def as_integers(continuation, key):
+    match = re.search(r"[0-9]+", continuation)
+    return match is not None and int(match.group()) == int(key)
+
+
+SCORE_MISTAKES = {
+    "startswith": (lambda continuation, key: continuation.strip().startswith(key),
+                   "hint: the first number must be the whole key"),
+    "the key anywhere": (lambda continuation, key: key in continuation, "not any later one"),
+    "the last number": (lambda continuation, key: re.findall(r"[0-9]+", continuation)[-1:] == [key],
+                        "hint: the first number written counts, not the last"),
+    "a fixed slice": (lambda continuation, key: continuation[1:6] == key, "a fixed slice such as text[1:6]"),
+    "the whole answer": (lambda continuation, key: continuation == " " + key + ".",
+                         "'12345' and ' is 12345' are right too"),
+    "the stripped continuation": (lambda continuation, key: continuation.strip() == key,
+                                  "the dot in ' 12345.' is not part of it"),
+    "every digit": (digits_only, "hint: a number is a run of digits"),
+    "integers": (as_integers, "hint: compare the strings, not their values"),
+    "five digits": (lambda continuation, key: re.findall(r"\d{5}", continuation)[:1] == [key],
+                    "[0-9]{5} reads 12345"),
+    "a prefix of the key": (
+        lambda continuation, key: (m := re.search(r"[0-9]+", continuation)) is not None and key.startswith(m.group()),
+        "hint: the whole key must be written"),
+}
+
+
 def test_score_checker_accepts_the_first_number_rule(capsys):
     assert check_passkey_score(is_correct)
-    assert "all ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all ok" in out and "hint" not in out
+
+
+@pytest.mark.parametrize("mistake", SCORE_MISTAKES)
+def test_score_checker_rejects_a_known_mistake_and_names_it(mistake, capsys):
+    wrong, hint = SCORE_MISTAKES[mistake]
+    assert not check_passkey_score(wrong)
+    out = capsys.readouterr().out
+    assert hint in out
+    assert out.count("hint:") == 1
+
+
+def test_score_checker_prints_no_hint_when_a_case_raises(capsys):
+    assert not check_passkey_score(lambda continuation, key: continuation.split()[0] == key)
+    out = capsys.readouterr().out
+    assert "raised IndexError" in out and "hint" not in out
 
 
 def test_score_checker_rejects_startswith_which_accepts_a_longer_number(capsys):
