@@ -6,8 +6,9 @@ and the attention weights in torch.nn.Linear's layout.
     check_token_losses(fn)  fn(logits (B,T,V), targets (B,T)) -> losses (B,T)
     check_split_qkv(fn)     fn(wqkv (C,3C)) -> Wq, Wk, Wv, each (C,C) as nn.Linear stores it
 
-Each prints the table of grading.py (one row per tensor) and its verdict, and returns True
-only if every row passes; a stub is reported as not done yet, and no checker raises.
+Each prints the table of grading.py (one row per tensor), a hint when the answer is that of
+a known mistake (each checker computes those wrong answers too), and its verdict, and returns
+True only if every row passes; a stub is reported as not done yet, and no checker raises.
 References: minifope.optim.AdamW and lr_schedule, minifope.lengthgen.token_losses,
 minifope.model.GPT.attention_inputs.
 """
