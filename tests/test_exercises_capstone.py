@@ -181,3 +181,18 @@ def test_a_write_up_that_compares_nothing_fails(capsys):
 def test_sentences_are_cut_at_full_stops_but_not_at_decimal_points():
     assert sentences("Loss 2.203 at 4N. Rope is 2.391.\n- a bullet") == ["Loss 2.203 at 4N.", "Rope is 2.391.",
                                                                          "a bullet"]
+
+
+def test_questions_and_the_quoted_hypothesis_are_not_claims(capsys):
+    text = ("Question: FoPE clips the frequencies below 2*pi/N. Is clip-only lower than rope past N?\n"
+            "Hypothesis (written before the run): clip-only will be lower than rope at 8N.\n"
+            "Results: rope has a higher loss than clip-only at 8N, +0.331 [+0.019, +0.643].")
+    assert check_write_up(text, ROWS)
+    assert "1 sentence(s) compare variants" in capsys.readouterr().out
+
+
+def test_a_claim_after_the_hypothesis_is_checked(capsys):
+    text = ("Hypothesis: clip-only will be lower than rope at 8N.\n\n"
+            "The hypothesis: it held, clip-only is lower than rope.")
+    assert not check_write_up(text, ROWS)
+    assert "compares variants without an interval" in capsys.readouterr().out

@@ -102,15 +102,30 @@ INTERVAL = re.compile(rf"\[\s*({NUMBER})\s*,\s*({NUMBER})\s*\]")
 PLACEHOLDER = re.compile(r"\.\.\.|\u2026|\bTODO\b")
 
 
+def _blocks(text):
+    # parts of the write-up: at blank lines, list items and lines that open with a label of at
+    # most five words ("Results:", "Hypothesis (written before the run):")
+    return [b for b in re.split(r"\n\s*\n|\n\s*[-*]\s+|\n(?=\s*[A-Z][\w()]*(?: [\w()]+){0,4}:)", text)
+            if b.strip()]
+
+
+def _sentences_of(block):
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=\S)", " ".join(block.split())) if s.strip()]
+
+
 def sentences(text):
-    """The write-up cut into sentences: at blank lines, list items and a full stop, question
-    or exclamation mark followed by a space (a decimal point is followed by a digit)."""
-    out = []
-    for block in re.split(r"\n\s*\n|\n\s*[-*]\s+|\n(?=\s*[A-Z][\w ]*:)", text):
-        for s in re.split(r"(?<=[.!?])\s+(?=\S)", " ".join(block.split())):
-            if s.strip():
-                out.append(s.strip())
-    return out
+    """The write-up cut into sentences: at blank lines, list items, labelled lines ("Results:")
+    and a full stop, question or exclamation mark followed by a space (a decimal point is
+    followed by a digit)."""
+    return [s for block in _blocks(text) for s in _sentences_of(block)]
+
+
+def claims(text):
+    """The sentences of a write-up that claim something: all but questions and the parts
+    labelled "Question" and "Hypothesis" (the question asked, and the prediction written before
+    the run, quoted: neither is a finding)."""
+    return [s for block in _blocks(text) if not block.strip().lower().startswith(("question", "hypothesis"))
+            for s in _sentences_of(block) if not s.endswith("?")]
 
 
 def _number(text):
@@ -129,17 +144,19 @@ def _decimals(text):
 
 def check_write_up(text, rows):
     """Check a write-up against the experiment's paired differences `rows` (dicts with keys a,
-    b, length, mean, low, high): each quoted interval [low, high] must be one of theirs, to the
-    decimals it is quoted with; each sentence that names a variant and compares must cite an
-    interval that excludes zero or say "not separated at this scale", and a sentence that
-    cites only intervals containing zero must say so. Prints every sentence that fails and why."""
+    b, length, mean, low, high). In every sentence that claims something (`claims`: not the
+    question, not the hypothesis quoted from before the run): each quoted interval [low, high]
+    must be one of theirs, to the decimals it is quoted with; a sentence that names a variant
+    and compares must cite an interval that excludes zero or say "not separated at this scale",
+    and a sentence that cites only intervals containing zero must say so. Prints every
+    sentence that fails and why."""
     name = "write_up"
     if not isinstance(text, str) or not text.strip() or PLACEHOLDER.search(text):
         print(f"FAIL  {name}: not done yet (the template still holds '...'); fill in every part and "
               "run the check again")
         return verdict(name, False)
     problems, compared = [], 0
-    for s in sentences(text):
+    for s in claims(text):
         intervals = [(m.group(0), _number(m.group(1)), _number(m.group(2)),
                       min(_decimals(m.group(1)), _decimals(m.group(2)))) for m in INTERVAL.finditer(s)]
         for quoted, low, high, digits in intervals:
