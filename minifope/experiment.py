@@ -840,6 +840,7 @@ def write_report(summary, out):
     """results.json, results.md and the figures: figure.png (loss and passkey by length),
     passkey_by_distance.png, retrieval_curves.png, loss_by_position.png."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     out = Path(out)
     _write_json(out / "results.json", summary)
@@ -912,19 +913,24 @@ def write_report(summary, out):
 
     with_curves = {k: v["curves"] for k, v in variants.items() if "curves" in v}
     if with_curves:
-        fig = Figure(figsize=(7, 4))
-        ax = fig.subplots()
-        styles = ["-", "--", ":", "-."]
-        for label, curves in with_curves.items():
-            for i, (seed, curve) in enumerate(curves.items()):
+        # one panel per variant, one line per seed: 15 runs on one axes hide each other
+        fig = Figure(figsize=(2.8 * len(with_curves), 3.2))
+        axes = np.atleast_1d(fig.subplots(1, len(with_curves), sharey=True))
+        seeds = sorted({seed for curves in with_curves.values() for seed in curves}, key=int)
+        style = {seed: ["-", "--", ":", "-."][i % 4] for i, seed in enumerate(seeds)}
+        for ax, (label, curves) in zip(axes, with_curves.items()):
+            for seed, curve in curves.items():
                 steps, acc = zip(*curve)
-                ax.plot(steps, acc, styles[i % len(styles)], color=colour[label], marker=".",
-                        label=f"{label} seed {seed}")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("passkey accuracy at N (probe set)")
-        ax.set_title("retrieval during training, one line per run")
-        legend_outside(ax, fontsize=7)
-        ax.grid(alpha=0.3)
+                ax.plot(steps, acc, style[seed], color=colour[label], marker=".")
+            ax.axhline(0.9, color="black", linewidth=0.8, alpha=0.4)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(label)
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+        axes[-1].legend([Line2D([], [], color="gray", linestyle=style[seed]) for seed in seeds],
+                        [f"seed {seed}" for seed in seeds], loc="upper left", bbox_to_anchor=(1.02, 1),
+                        borderaxespad=0, fontsize=8)
+        axes[0].set_ylabel("passkey accuracy at N (probe set)")
+        fig.suptitle("retrieval during training, one line per run (thin line: 0.9)")
         fig.tight_layout()
         fig.savefig(out / "retrieval_curves.png", dpi=120, bbox_inches="tight")
