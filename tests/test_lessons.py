@@ -16,7 +16,7 @@ NAMES = sorted(p.name for p in LESSONS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_every_lesson_of_the_course_is_there():
-    assert [name[:2] for name in NAMES] == [f"{i:02d}" for i in range(11)]
+    assert [name[:2] for name in NAMES] == [f"{i:02d}" for i in range(12)]
 
 
 def load(path):
