@@ -854,28 +854,29 @@ def write_report(summary, out):
     dodge = {label: 2 ** (0.04 * (i - (len(variants) - 1) / 2)) for i, label in enumerate(variants)}
     interval = f"{summary.get('level', 0.95):.0%} interval"
 
-    fig = Figure(figsize=(11, 4))
-    ax_loss, ax_pk = fig.subplots(1, 2)
+    with_passkey = [label for label, v in variants.items() if "passkey" in v]
+    fig = Figure(figsize=(11, 4) if with_passkey else (6.5, 4))
+    ax_loss, *ax_pk = fig.subplots(1, 2 if with_passkey else 1, squeeze=False)[0]
     curves = {k: ([int(L) for L in v["loss"]], [r["mean"] for r in v["loss"].values()])
               for k, v in variants.items()}
     spread = {k: error_bars(list(v["loss"].values())) for k, v in variants.items()}
     plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
     ax_loss.set_title(f"validation loss past the training length ({interval})")
-    for label, v in variants.items():
-        if "passkey" in v:
-            pk = v["passkey"]
+    if with_passkey:  # no panel at all for an experiment without passkey prompts
+        ax_pk = ax_pk[0]
+        for label in with_passkey:
+            pk = variants[label]["passkey"]
             ax_pk.errorbar(np.array(pk["lengths"]) * dodge[label], [r["mean"] for r in pk["by_length"]],
                            yerr=error_bars(pk["by_length"]),
                            marker="o", capsize=3, label=label, color=colour[label])
-    ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
-    ax_pk.set_xscale("log", base=2)
-    ax_pk.set_ylim(-0.05, 1.05)
-    ax_pk.set_xlabel("prompt length (characters)")
-    ax_pk.set_ylabel("passkey accuracy, all distances")
-    ax_pk.set_title(f"passkey retrieval ({interval})")
-    if ax_pk.has_data():
+        ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
+        ax_pk.set_xscale("log", base=2)
+        ax_pk.set_ylim(-0.05, 1.05)
+        ax_pk.set_xlabel("prompt length (characters)")
+        ax_pk.set_ylabel("passkey accuracy, all distances")
+        ax_pk.set_title(f"passkey retrieval ({interval})")
         legend_outside(ax_pk)
-    ax_pk.grid(alpha=0.3)
+        ax_pk.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "figure.png", dpi=120, bbox_inches="tight")
 

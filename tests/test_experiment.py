@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,12 @@ def test_report_to_summarises_the_seeds_every_variant_has_finished(tmp_path):
     # from the command line, with the evaluation settings the runs were evaluated under
     assert result.returncode == 0, result.stderr
     assert "| rope |" in result.stdout and (tmp_path / "r2/results.json").exists()
+
+
+def test_an_experiment_without_passkey_prompts_reports_loss_alone_without_warnings(tmp_path):
+    ec = tiny(seeds=1, train=dict(steps=2, batch_size=4, eval_interval=2, eval_batches=1), passkey_multipliers=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "No artists with labels found to put in legend"
+        summary = run_experiment(ec, tmp_path, progress=False)
+    assert all("passkey" not in v for v in summary["variants"].values())
+    assert (tmp_path / "figure.png").exists() and not (tmp_path / "passkey_by_distance.png").exists()
