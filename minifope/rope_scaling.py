@@ -45,7 +45,8 @@ cos and sin tables are multiplied by it), so the logits grow by 1/t.
 At character level N is small, so the highest frequency w_0 = 1 turns only r_0 = N / (2*pi)
 times within N: 20.4 at N = 128, 40.7 at N = 256. With the paper's ramp w_0 is interpolated a
 little at N = 128 (r_0 < beta_fast) and kept at N = 256; the index ramp keeps w_0 at both
-(floor(j(32)) is 0), and at N = 128 starts interpolating from w_1.
+(low = max(floor(j(32)), 0) is 0: j(32) is negative at N = 128, between 0 and 1 at N = 256 for
+d = 16 to 64), and at N = 128 starts interpolating from w_1.
 """
 
 import math
