@@ -1,0 +1,180 @@
+"""Measures of spectrum damage that read zero where there is no damage (fope-spec 2).
+
+`spectrum.model_leakage` reads the off-frequency share of the batch mean of a layer's rotated
+queries. That mean is the positional part plus content that did not average out, and the
+content's power, about spread^2 / B over B windows, sits in every frequency: an untrained
+model reads 0.1 to 0.4 even in layer 0, where no position has reached the queries yet.
+The measures here estimate the positional part itself, free of that floor.
+
+(1) positional_spectrum. Window b's pair signal is z_b(m) = s(m) + e_b(m), m = 0 .. M-1: the
+    positional part s (the same in every window) plus content e_b of mean zero, independent
+    across windows. For any orthogonal projector P onto a set of frequencies,
+
+        E || P mean_b z_b ||^2 = || P s ||^2 + tr(P Sigma) / B          (the floor)
+        U(P) = sum_{b != b'} Re( (P z_b)^H (P z_b') ) / (B (B - 1))
+             = ( B^2 || P mean_b z_b ||^2 - sum_b || P z_b ||^2 ) / (B (B - 1)),
+        E U(P) = || P s ||^2                                             (no floor)
+
+    U is the split-half cross estimator Re( (P mean_A z)^H (P mean_B z) ) of two disjoint
+    halves A, B of the windows, averaged over every way of splitting them: each cross product
+    has expectation || P s ||^2 because the halves' content is independent, and averaging
+    over the splits lowers the variance. U can come out negative by chance. Where P s = 0
+    (no damage of that kind) its spread falls like 1/B, as the floor it removes does; where
+    P s != 0 the cross term of s with the content makes it 1/sqrt(B). Three projectors
+    split ||s||^2:
+
+        own         P_own: the pair's own frequency w_j (what pair_frequencies says it carries)
+        distortion  the span of the distortion frequencies D_j, less P_own: the harmonics
+                    n w_j (n = 0, +-2, .., +-order) and the sums and differences w_j +- w_k
+                    with the embedding's other frequencies w_k: what a nonlinearity makes of
+                    the pair's tone and the others (spectrum.through_activation)
+        leakage     everything else: the other w_k, their negatives and -w_j (what a linear
+                    layer's real mix makes, spectrum.through_linear), and any other frequency
+
+    Over M positions frequencies closer than about 2*pi/M cannot be told apart, so a
+    distortion frequency within pi/M of w_j is left out of D_j (most of its energy projects on
+    the own tone) and two within pi/M of each other count as one; a linear-mix image that
+    falls within pi/M of a distortion frequency counts as distortion. For RoPE this is most
+    pairs at small M: every w_k < pi/M sits on 0, the constant a harmonic brings. Undertrained
+    pairs (period > M) are the same blind spot as in spectrum.py.
+"""
+
+import math
+
+import numpy as np
+
+from .rope import as_complex
+from .spectrum import pair_frequencies
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) the positional part's spectrum, free of the content floor
+
+
+def unbiased_power(c):
+    """U = sum_{b != b'} Re( c_b^H c_b' ) / (B (B - 1)) over the first axis: c (B, ..., K) -> (...).
+
+    c_b are the coordinates of window b in an orthonormal basis (of a projector's range, or the
+    positions themselves); E U = || E c ||^2 whenever the windows are independent with a common
+    mean. U = ( B^2 || mean_b c_b ||^2 - sum_b || c_b ||^2 ) / (B (B - 1)).
+    """
+    c = np.asarray(c)
+    B = c.shape[0]
+    if B < 2:
+        raise ValueError(f"the content-free estimate needs at least 2 windows, got {B}")
+    total = np.sum(np.abs(c.sum(axis=0)) ** 2, axis=-1)
+    each = np.sum(np.abs(c) ** 2, axis=(0, -1))
+    return (total - each) / (B * (B - 1))
+
+
+def distortion_frequencies(w, j, order=3):
+    """D_j: the harmonics n w_j (n = 0, +-2, .., +-order) and w_j +- w_k for the other distinct
+    non-zero frequencies w_k of w (J,), wrapped into [-pi, pi). Empty for a NaN w_j."""
+    w = np.asarray(w, dtype=np.float64)
+    if np.isnan(w[j]):
+        return np.zeros(0)
+    n = np.array([0] + [s * h for h in range(2, order + 1) for s in (1, -1)])
+    others = np.unique(w[np.isfinite(w) & (w != 0) & (w != w[j])])
+    d = np.concatenate([n * w[j], w[j] + others, w[j] - others])
+    return _wrap(d)
+
+
+def _wrap(w):
+    return (np.asarray(w, dtype=np.float64) + math.pi) % (2 * math.pi) - math.pi
+
+
+def _tones(w, M):
+    # exp(i w m) / sqrt(M): w (K,) -> (M, K), unit columns
+    return np.exp(1j * np.arange(M)[:, None] * np.asarray(w)[None, :]) / math.sqrt(M)
+
+
+def _distortion_basis(w_j, d, M):
+    """Orthonormal basis (M, K) of span{exp(i d m)} with the own tone projected out.
+
+    Frequencies within pi/M of w_j are own, within pi/M of an earlier one the same.
+    """
+    tol = math.pi / M
+    kept = []
+    for f in d:
+        if abs(_wrap(f - w_j)) > tol and all(abs(_wrap(f - g)) > tol for g in kept):
+            kept.append(f)
+    if not kept:
+        return np.zeros((M, 0), dtype=complex)
+    own = _tones([w_j], M)
+    E = _tones(kept, M)
+    E = E - own @ (own.conj().T @ E)
+    U, s, _ = np.linalg.svd(E, full_matrices=False)
+    return U[:, s > 1e-8 * max(s.max(), 1e-300)]
+
+
+def positional_spectrum(z, w, order=3):
+    """The positional part of pair signals, split into own frequency, distortion and leakage.
+
+    z (B, ..., M, J): complex pair signals of B independent windows over positions m = 0..M-1
+    (a layer's rotated queries from `rotated_pair_signals`, with the batch first; hidden states
+    as `rope.as_complex(x)` work the same), w (J,) the frequency each pair should carry.
+    Returns a dict of (..., J) arrays, energies as mean power per position:
+
+        power       mean_b sum_m |z_b(m)|^2 / M: everything, content included
+        positional  U(I) / M, unbiased for sum_m |s(m)|^2 / M (the module docstring's U)
+        own, distortion, leakage
+                    U(P) / M for the three projectors; they add up to `positional`
+        own_share, distortion_share, leakage_share
+                    each over `positional`: ratios of unbiased estimates (consistent, not
+                    unbiased; meaningless where `positional` is itself ~0 against `power`)
+
+    and the positional part's spectrum on the M-point FFT grid, unbiased bin by bin:
+        omega (M,)  2*pi*k/M in [-pi, pi), fftshifted
+        spectrum (..., M, J)  U(bin k) / M^2, summing over k to `positional`
+    A pair with a NaN w (no frequency of its own) gets NaN own, distortion and leakage.
+    """
+    z = np.asarray(z)
+    w = np.asarray(w, dtype=np.float64)
+    M, J = z.shape[-2], z.shape[-1]
+    zt = np.swapaxes(z, -1, -2)  # (B, ..., J, M)
+    power = np.mean(np.sum(np.abs(zt) ** 2, axis=-1), axis=0) / M
+    positional = unbiased_power(zt) / M
+
+    finite = np.isfinite(w)
+    own_tone = _tones(np.where(finite, w, 0.0), M)  # (M, J)
+    c_own = np.einsum("b...jm,mj->b...j", zt, own_tone.conj())[..., None]
+    bases = [_distortion_basis(w[j], distortion_frequencies(w, j, order), M) if finite[j]
+             else np.zeros((M, 0), dtype=complex) for j in range(J)]
+    K = max(1, max(b.shape[1] for b in bases))
+    Q = np.zeros((J, M, K), dtype=complex)  # zero columns pad the pairs with fewer
+    for j, b in enumerate(bases):
+        Q[j, :, :b.shape[1]] = b
+    c_dist = np.einsum("b...jm,jmk->b...jk", zt, Q.conj())
+    own = unbiased_power(c_own) / M
+    distortion = unbiased_power(c_dist) / M
+    own, distortion = np.where(finite, own, np.nan), np.where(finite, distortion, np.nan)
+    leakage = positional - own - distortion
+
+    Z = np.fft.fftshift(np.fft.fft(zt, axis=-1), axes=-1)  # (B, ..., J, M); sum_k |Z_k|^2 = M sum_m |z|^2
+    spectrum = np.swapaxes(unbiased_power(Z[..., None]), -1, -2) / M ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = {name + "_share": value / positional
+                  for name, value in (("own", own), ("distortion", distortion), ("leakage", leakage))}
+    return dict(power=power, positional=positional, own=own, distortion=distortion, leakage=leakage,
+                omega=2 * math.pi * np.fft.fftshift(np.fft.fftfreq(M)), spectrum=spectrum, **shares)
+
+
+def model_positional_spectrum(model, idx, layer, order=3):
+    """positional_spectrum of block `layer`'s rotated queries and keys: (q dict, k dict).
+
+    idx (B,T): B independent windows (the estimate's independence is across the batch), each
+    read over positions 0 .. T-1. The energies and shares in the dicts are (H, d/2): per head,
+    per pair (pooled_shares sums them); the spectrum is (H, T, d/2).
+    """
+    a = model.attention_inputs(idx, layer)
+    w = pair_frequencies(model)
+    return (positional_spectrum(as_complex(a["q_rot"]), w, order),
+            positional_spectrum(as_complex(a["k_rot"]), w, order))
+
+
+def pooled_shares(result):
+    """own, distortion and leakage shares pooled over heads and pairs: sum of each energy over
+    the finite pairs / sum of `positional` over them. result: a positional_spectrum dict."""
+    finite = np.isfinite(result["own"])
+    total = result["positional"][finite].sum()
+    return {name: float(result[name][finite].sum() / total) for name in ("own", "distortion", "leakage")}

@@ -1,0 +1,170 @@
+"""Measures of spectrum damage that read zero where there is none (mechanism.py), on known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minifope import GPT, GPTConfig
+from minifope.mechanism import (distortion_frequencies, model_positional_spectrum, pooled_shares,
+                                positional_spectrum, unbiased_power)
+from minifope.spectrum import model_leakage, pair_leakage, through_activation, through_linear
+
+M = 64
+m = np.arange(M)
+W5 = 2 * math.pi * 5 / M  # on the FFT grid: tones at other bins are orthogonal to it
+
+
+def tiny_model(**overrides):
+    base = dict(vocab_size=13, n_layer=2, n_head=2, d_model=32, train_len=16, dtype="float64",
+                seed=3, init_std=0.2)
+    return GPT(GPTConfig(**{**base, **overrides}))
+
+
+def windows(signal, B):
+    """B copies of one positional signal (M,) as (B, M, 1): no content at all."""
+    return np.broadcast_to(signal[:, None], (B, M, 1))
+
+
+def complex_noise(rng, shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2)
+
+
+# --- the estimator ---------------------------------------------------------------------------
+
+
+def test_unbiased_power_is_the_mean_cross_product_of_distinct_windows():
+    rng = np.random.default_rng(0)
+    c = complex_noise(rng, (5, 3))
+    cross = [np.real(np.vdot(c[a], c[b])) for a in range(5) for b in range(5) if a != b]
+    assert unbiased_power(c) == pytest.approx(np.mean(cross), rel=1e-12)
+    # it is the split-half estimate Re(mean_A^H mean_B) averaged over every split into halves
+    c4 = c[:4]
+    splits = [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+    halves = [np.real(np.vdot(c4[list(a)].mean(0), c4[list(b)].mean(0))) for a, b in splits]
+    assert unbiased_power(c4) == pytest.approx(np.mean(halves), rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        unbiased_power(c[:1])
+
+
+# --- known amounts of leakage and distortion -------------------------------------------------
+
+
+def test_a_tone_with_a_fifth_of_its_energy_at_another_frequency_leaks_a_fifth():
+    s = np.exp(1j * W5 * m) + 0.5 * np.exp(1j * 2 * math.pi * 11 / M * m)  # share 0.25 / 1.25
+    r = positional_spectrum(windows(s, 8), np.array([W5]))
+    assert r["positional"][0] == pytest.approx(1.25, rel=1e-12)
+    assert r["own_share"][0] == pytest.approx(0.8, abs=1e-12)
+    assert r["leakage_share"][0] == pytest.approx(0.2, abs=1e-12)
+    assert abs(r["distortion_share"][0]) < 1e-12
+
+
+def test_the_leak_is_found_under_content_noise_and_off_the_fft_grid():
+    n = np.arange(256)
+    s = np.exp(1j * 1.0 * n) + 0.5 * np.exp(-1j * 0.7 * n)  # the conjugate image of a linear mix
+    z = s[None, :, None] + 2.0 * complex_noise(np.random.default_rng(1), (400, 256, 1))
+    r = positional_spectrum(z, np.array([1.0]))
+    assert r["leakage_share"][0] == pytest.approx(0.2, abs=0.01)
+    assert r["positional"][0] == pytest.approx(1.25, abs=0.02)
+    assert r["power"][0] == pytest.approx(1.25 + 4.0, abs=0.05)  # content counts in power only
+
+
+def test_cubing_a_tone_puts_a_tenth_of_its_energy_into_the_harmonic_minus_3w():
+    # cos^3 = (3 cos + cos 3)/4, sin^3 = (3 sin - sin 3)/4: x^3 on exp(i w m) = 3/4 e^{iwm} + 1/4 e^{-3iwm}
+    z = through_activation(np.exp(1j * W5 * m), lambda x: x ** 3)
+    r = positional_spectrum(windows(z, 4), np.array([W5]))
+    assert r["own_share"][0] == pytest.approx(0.9, abs=1e-12)
+    assert r["distortion_share"][0] == pytest.approx(0.1, abs=1e-12)
+    assert abs(r["leakage_share"][0]) < 1e-12
+
+
+def test_squaring_a_tone_leaves_nothing_at_its_frequency_only_a_constant_and_2w():
+    # cos^2 = (1 + cos 2)/2, sin^2 = (1 - cos 2)/2: all distortion
+    z = through_activation(np.exp(1j * W5 * m), np.square)
+    r = positional_spectrum(windows(z, 4), np.array([W5]))
+    assert r["distortion_share"][0] == pytest.approx(1.0, abs=1e-12)
+    assert abs(r["own_share"][0]) < 1e-12 and abs(r["leakage_share"][0]) < 1e-12
+
+
+def test_an_explicit_intermodulation_product_w_j_plus_w_k_is_distortion_and_w_k_is_leakage():
+    w = np.array([W5, 2 * math.pi * 3 / M])
+    s = np.exp(1j * w[0] * m) + 0.5 * np.exp(1j * (w[0] + w[1]) * m) + 0.5 * np.exp(1j * w[1] * m)
+    r = positional_spectrum(windows(s, 4)[..., [0, 0]], w)  # pair 0 is read for its own w_0
+    assert r["own"][0] == pytest.approx(1.0, abs=1e-12)
+    assert r["distortion"][0] == pytest.approx(0.25, abs=1e-12)
+    assert r["leakage"][0] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_distortion_frequencies_are_harmonics_and_sums_and_differences():
+    w = np.array([0.5, 0.2, 0.0])
+    d = distortion_frequencies(w, 0, order=3)
+    np.testing.assert_allclose(np.sort(d), np.sort([0.0, 1.0, -1.0, 1.5, -1.5, 0.7, 0.3]))
+    assert distortion_frequencies(np.array([np.nan, 0.2]), 0).size == 0
+
+
+def test_the_spectrum_is_unbiased_per_bin_and_sums_to_the_positional_power():
+    k = 9
+    s = 2.0 * np.exp(1j * 2 * math.pi * k / M * m)
+    z = s[None, :, None] + complex_noise(np.random.default_rng(2), (64, M, 1))
+    r = positional_spectrum(z, np.array([W5]))
+    np.testing.assert_allclose(r["spectrum"].sum(axis=-2), r["positional"], rtol=1e-10)
+    peak = np.argmin(np.abs(r["omega"] - 2 * math.pi * k / M))
+    assert r["spectrum"][peak, 0] == pytest.approx(4.0, abs=0.1)
+    assert np.abs(np.delete(r["spectrum"][:, 0], peak)).max() < 0.01
+
+
+def test_a_linear_mix_of_clean_pairs_reads_as_leakage_not_distortion():
+    w = np.array([2 * math.pi * 7 / M, 2 * math.pi * 3 / M])
+    W = np.random.default_rng(3).standard_normal((4, 4))
+    z = through_linear(np.exp(1j * m[:, None] * w[None, :]), W)
+    r = positional_spectrum(np.broadcast_to(z, (4, M, 2)), w)
+    assert r["leakage_share"].min() > 0.1
+    np.testing.assert_allclose(r["distortion_share"], 0.0, atol=1e-12)
+
+
+# --- no positional part: zero, and closer to zero with more windows ---------------------------
+
+
+def test_pure_noise_reads_zero_and_shrinks_with_more_windows_where_the_old_measure_reads_one():
+    rng = np.random.default_rng(4)
+    w = np.full(8, W5)
+    spread = {}
+    for B in (16, 256):
+        z = complex_noise(rng, (B, M, 8))
+        r = positional_spectrum(z, w)
+        for name in ("positional", "own", "distortion", "leakage"):
+            # the floor of a mean of B windows would read 1/B here; U's spread is ~ 1/(B sqrt(M))
+            assert np.abs(r[name] / r["power"]).max() < 0.5 / B, name
+        spread[B] = np.abs(r["leakage"] / r["power"]).mean()
+        assert pair_leakage(z.mean(axis=0), w).min() > 0.9  # the old measure: all leakage
+    assert spread[256] < spread[16] / 4
+
+
+def test_an_untrained_models_layer_0_reads_no_damage_where_model_leakage_reads_its_floor():
+    # layer 0 sees token embeddings only: its rotated queries' positional part is RoPE's pure
+    # tone w_j, whatever the weights. The old measure reads the content left in a mean of B.
+    model = tiny_model(train_len=32)
+    idx = np.random.default_rng(1).integers(0, 13, (128, 32))
+    for new, old in zip(model_positional_spectrum(model, idx, layer=0), model_leakage(model, idx, layer=0)):
+        shares = pooled_shares(new)
+        assert abs(shares["leakage"]) < 0.04 and abs(shares["distortion"]) < 0.04
+        assert shares["own"] > 0.95
+        assert old.mean() > 0.15
+
+
+def test_content_free_layer_0_of_rope_is_exactly_its_own_frequencies():
+    model = tiny_model(train_len=32)
+    idx = np.repeat(np.arange(6)[:, None], 32, axis=1)  # each window repeats one token
+    for r in model_positional_spectrum(model, idx, layer=0):
+        # the mean over windows is constant over positions before rotation, a pure tone after
+        assert np.abs(r["leakage"] / r["positional"]).max() < 1e-10
+        assert np.abs(r["distortion"] / r["positional"]).max() < 1e-10
+        assert r["own"].shape == (2, 8)
+
+
+def test_fopes_empty_series_pair_has_no_own_frequency():
+    model = tiny_model(pe="fope", fope_dim=64, train_len=32)
+    idx = np.random.default_rng(2).integers(0, 13, (8, 32))
+    q, _ = model_positional_spectrum(model, idx, layer=1)
+    assert np.isnan(q["own"][:, 3]).all() and np.isfinite(q["positional"][:, 3]).all()
+    assert np.isfinite(q["own"][:, [0, 1, 2, 4]]).all()
