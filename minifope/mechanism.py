@@ -37,6 +37,11 @@ The measures here estimate the positional part itself, free of that floor.
     falls within pi/M of a distortion frequency counts as distortion. For RoPE this is most
     pairs at small M: every w_k < pi/M sits on 0, the constant a harmonic brings. Undertrained
     pairs (period > M) are the same blind spot as in spectrum.py.
+
+(2) logit_kernel_drift. RoPE's logit is a function of m - n (rope.py); past the training
+    length N it extends only if the content-averaged logit at distance Delta is the same
+    function there as inside N. The drift is the difference of two means, which needs no
+    correction: content averages out of it without a floor.
 """
 
 import math
@@ -178,3 +183,51 @@ def pooled_shares(result):
     finite = np.isfinite(result["own"])
     total = result["positional"][finite].sum()
     return {name: float(result[name][finite].sum() / total) for name in ("own", "distortion", "leakage")}
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) does the logit stay the same function of distance past N?
+
+
+def logit_kernel_drift(model, idx, layer, N=None, per_head=False):
+    """K_out(Delta) - K_in(Delta): the content-averaged logit at distance Delta past N and within.
+
+    idx (B,T) windows with T > N (N defaults to config.train_len), read at positions 0 .. T-1.
+    With S[b,h,m,n] = q_rot[m] . k_rot[n] / sqrt(d)  (- slope_h (m - n) for ALiBi), the logit
+    block `layer` attends with, for Delta = 0 .. N-1:
+
+        K_in(Delta)  = mean over b, h and queries Delta <= m < N of S[b, h, m, m - Delta]
+        K_out(Delta) = mean over b, h and queries N <= m < T     of S[b, h, m, m - Delta]
+
+    Returns dict(distance (N,), inside, outside, drift = outside - inside), each (N,), or (H, N)
+    with per_head. A logit that depends on m - n only gives drift 0 exactly: RoPE or ALiBi on
+    content that is the same at every position (a window repeating one token), in layer 0. It
+    also has expectation 0 for such models on stationary content: a difference of means, it
+    has no floor, only a spread that falls like 1/sqrt(B). FoPE with sigma > 0 (cross terms of
+    different frequencies) and the sinusoidal embedding (absolute positions) drift.
+    Memory: the (B, H, T, T) scores of the layer, as in attention_weights.
+    """
+    N = model.config.train_len if N is None else N
+    T = np.asarray(idx).shape[1]
+    if not 0 < N < T:
+        raise ValueError(f"logit_kernel_drift needs windows longer than N = {N}, got length {T}")
+    a = model.attention_inputs(idx, layer)
+    q, k = a["q_rot"].astype(np.float64), a["k_rot"].astype(np.float64)
+    m = np.arange(T)[None, :]  # (1, T) queries
+    distance = np.arange(N)[:, None]  # (N, 1)
+    n = np.clip(m - distance, 0, None)  # (N, T) keys
+    scores = (q / math.sqrt(q.shape[-1])) @ np.swapaxes(k, -1, -2)  # (B,H,T,T)
+    S = scores[:, :, np.broadcast_to(m, n.shape), n]  # (B,H,N,T): S[b,h,Delta,m] at key m - Delta
+    if model.slopes is not None:
+        S = S - np.asarray(model.slopes)[None, :, None, None] * distance[None, None]
+    valid = m >= distance  # (N, T)
+    inside = valid & (m < N)
+    outside = valid & (m >= N)
+    axes = (0,) if per_head else (0, 1)
+
+    def mean_over(mask):
+        count = mask.sum(axis=-1)
+        return np.sum(np.where(mask, S, 0.0), axis=-1).mean(axis=axes) / count
+
+    K_in, K_out = mean_over(inside), mean_over(outside)
+    return dict(distance=np.arange(N), inside=K_in, outside=K_out, drift=K_out - K_in)

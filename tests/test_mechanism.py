@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from minifope import GPT, GPTConfig
-from minifope.mechanism import (distortion_frequencies, model_positional_spectrum, pooled_shares,
-                                positional_spectrum, unbiased_power)
+from minifope.mechanism import (distortion_frequencies, logit_kernel_drift, model_positional_spectrum,
+                                pooled_shares, positional_spectrum, unbiased_power)
 from minifope.spectrum import model_leakage, pair_leakage, through_activation, through_linear
 
 M = 64
@@ -168,3 +168,49 @@ def test_fopes_empty_series_pair_has_no_own_frequency():
     q, _ = model_positional_spectrum(model, idx, layer=1)
     assert np.isnan(q["own"][:, 3]).all() and np.isfinite(q["positional"][:, 3]).all()
     assert np.isfinite(q["own"][:, [0, 1, 2, 4]]).all()
+
+
+# --- the logit kernel past N -----------------------------------------------------------------
+
+
+CONTENT_FREE = np.repeat(np.arange(6)[:, None], 48, axis=1)
+
+
+@pytest.mark.parametrize("overrides", [dict(pe="rope"), dict(pe="alibi"), dict(pe="fope", fope_sigma=0.0),
+                                       dict(pe="nope")], ids=["rope", "alibi", "fope-sigma0", "nope"])
+def test_a_logit_of_distance_only_does_not_drift_past_N(overrides):
+    r = logit_kernel_drift(tiny_model(**overrides), CONTENT_FREE, layer=0)
+    assert r["drift"].shape == r["inside"].shape == (16,)
+    np.testing.assert_array_equal(r["distance"], np.arange(16))
+    assert np.abs(r["drift"]).max() < 1e-12
+    assert np.abs(r["inside"]).max() > 0.05  # there is a kernel, and it stays
+
+
+@pytest.mark.parametrize("overrides", [dict(pe="fope", fope_sigma=0.5), dict(pe="sinusoidal")],
+                         ids=["fope-sigma", "sinusoidal"])
+def test_a_logit_of_m_and_n_separately_drifts_past_N(overrides):
+    r = logit_kernel_drift(tiny_model(**overrides), CONTENT_FREE, layer=0, per_head=True)
+    assert r["drift"].shape == (2, 16)
+    assert np.abs(r["drift"]).max() > 0.03
+
+
+def test_on_random_content_the_drift_of_a_distance_only_logit_averages_out_and_sinusoidals_does_not():
+    def rms_drift(model, B):
+        idx = np.random.default_rng(B).integers(0, 13, (B, 48))
+        return np.sqrt(np.mean(logit_kernel_drift(model, idx, layer=0)["drift"] ** 2))
+
+    rope, sinusoidal = tiny_model(n_layer=1), tiny_model(n_layer=1, pe="sinusoidal")
+    assert rms_drift(rope, 256) < rms_drift(rope, 16) / 2.5  # a spread ~ 1/sqrt(B), no floor
+    assert rms_drift(sinusoidal, 256) > 0.15
+
+
+def test_alibis_drift_includes_its_bias_which_depends_on_distance_only():
+    model = tiny_model(pe="alibi")
+    r = logit_kernel_drift(model, CONTENT_FREE, layer=0, per_head=True)
+    nope = logit_kernel_drift(tiny_model(pe="nope"), CONTENT_FREE, layer=0, per_head=True)
+    np.testing.assert_allclose(r["inside"] - nope["inside"], -model.slopes[:, None] * np.arange(16), atol=1e-12)
+
+
+def test_logit_kernel_drift_needs_windows_longer_than_N():
+    with pytest.raises(ValueError, match="longer than N"):
+        logit_kernel_drift(tiny_model(), CONTENT_FREE[:, :16], layer=0)
