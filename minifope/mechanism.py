@@ -42,12 +42,17 @@ The measures here estimate the positional part itself, free of that floor.
     length N it extends only if the content-averaged logit at distance Delta is the same
     function there as inside N. The drift is the difference of two means, which needs no
     correction: content averages out of it without a floor.
+
+(3) clip_surgery. The pairs whose period exceeds N were never trained over a full cycle;
+    zeroing their frequency in a trained RoPE model (rope_clip, FoPE's clip without its series)
+    tests whether they are what breaks past N.
 """
 
 import math
 
 import numpy as np
 
+from .lengthgen import loss_by_length
 from .rope import as_complex
 from .spectrum import pair_frequencies
 
@@ -231,3 +236,43 @@ def logit_kernel_drift(model, idx, layer, N=None, per_head=False):
 
     K_in, K_out = mean_over(inside), mean_over(outside)
     return dict(distance=np.arange(N), inside=K_in, outside=K_out, drift=K_out - K_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) clip surgery
+
+
+def clip_surgery(model, N=None):
+    """The RoPE model with every pair whose period 2*pi/w_j exceeds N set to w_j = 0.
+
+    That is GPT.with_config(rope_clip=True) with N as the clip floor 2*pi/N (N defaults to the
+    model's own: rope_original_len or train_len): the weights are shared, not copied, and none
+    changes; the other pairs keep their w_j. For an unscaled RoPE, N != train_len goes in as
+    rope_original_len, which there sets the clip floor and nothing else. A scaled RoPE
+    (rope_scaling) is clipped at its own N only, since rope_original_len also moves its ramp.
+
+    Other embeddings: FoPE already zeroes exactly these frequencies (its floor is the same
+    comparison, spectrum.undertrained) and its series holds only frequencies of period <= N,
+    so there is nothing left to cut; ALiBi, NoPE and sinusoidal rotate nothing. All refused.
+    (FoPE's series-only ablation, fope_clip=False, would have an analogue, zeroing the
+    sub-floor w_f inside the series; it has no config switch and is not built.)
+    """
+    cfg = model.config
+    if cfg.pe != "rope":
+        raise ValueError(f"clip surgery applies to pe='rope' only, not {cfg.pe!r}: FoPE clips already, "
+                         "the others have no frequencies")
+    own_N = cfg.rope_original_len or cfg.train_len
+    N = own_N if N is None else N
+    if N == own_N:
+        return model.with_config(rope_clip=True)
+    if cfg.rope_scaling != "none" or cfg.rope_clip:
+        raise ValueError(f"clip_surgery at N = {N} on a model clipped or scaled at N = {own_N}: "
+                         "clip it at its own N")
+    return model.with_config(rope_clip=True, rope_original_len=N)
+
+
+def surgery_loss(model, data, lengths, N=None, **options):
+    """loss_by_length (lengthgen.py) of the model and of clip_surgery(model, N) on the same
+    windows: {"before": ..., "after": ...}. options go to loss_by_length."""
+    return dict(before=loss_by_length(model, data, lengths, **options),
+                after=loss_by_length(clip_surgery(model, N), data, lengths, **options))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from minifope import GPT, GPTConfig
-from minifope.mechanism import (distortion_frequencies, logit_kernel_drift, model_positional_spectrum,
-                                pooled_shares, positional_spectrum, unbiased_power)
+from minifope.mechanism import (clip_surgery, distortion_frequencies, logit_kernel_drift,
+                                model_positional_spectrum, pooled_shares, positional_spectrum,
+                                surgery_loss, unbiased_power)
+from minifope.lengthgen import loss_by_length
 from minifope.spectrum import model_leakage, pair_leakage, through_activation, through_linear
 
 M = 64
@@ -214,3 +216,49 @@ def test_alibis_drift_includes_its_bias_which_depends_on_distance_only():
 def test_logit_kernel_drift_needs_windows_longer_than_N():
     with pytest.raises(ValueError, match="longer than N"):
         logit_kernel_drift(tiny_model(), CONTENT_FREE[:, :16], layer=0)
+
+
+# --- clip surgery ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("N", [None, 8, 100, 700])
+def test_clip_surgery_zeroes_exactly_the_pairs_whose_period_exceeds_N(N):
+    model = tiny_model()
+    before = {name: p.copy() for name, p in model.params.items()}
+    w = model.pe.w.copy()
+    cut = clip_surgery(model, N)
+    period = 2 * math.pi / w
+    long = period > (N or model.config.train_len)
+    np.testing.assert_array_equal(cut.pe.w[long], 0.0)
+    np.testing.assert_array_equal(cut.pe.w[~long], w[~long])
+    np.testing.assert_array_equal(model.pe.w, w)  # the model itself is left as it was
+    assert cut.params.keys() == before.keys()
+    for name, p in before.items():
+        np.testing.assert_array_equal(cut.params[name], p)
+        np.testing.assert_array_equal(model.params[name], p)
+
+
+def test_clip_surgery_at_the_models_own_N_is_rope_clip():
+    model = tiny_model()
+    np.testing.assert_array_equal(clip_surgery(model).pe.w, model.with_config(rope_clip=True).pe.w)
+
+
+@pytest.mark.parametrize("overrides", [dict(pe="fope"), dict(pe="alibi"), dict(pe="nope"), dict(pe="sinusoidal")])
+def test_clip_surgery_refuses_embeddings_with_nothing_to_clip(overrides):
+    with pytest.raises(ValueError, match="rope"):
+        clip_surgery(tiny_model(**overrides))
+
+
+def test_clip_surgery_refuses_another_N_on_a_scaled_model():
+    with pytest.raises(ValueError, match="its own N"):
+        clip_surgery(tiny_model(rope_scaling="pi", rope_scale=2.0), 64)
+
+
+def test_surgery_loss_measures_both_models_on_the_same_windows():
+    model = tiny_model()
+    data = np.random.default_rng(5).integers(0, 13, 400)
+    options = dict(chars_per_length=96, progress=False)
+    r = surgery_loss(model, data, [16, 32], **options)
+    assert r["before"] == loss_by_length(model, data, [16, 32], **options)
+    assert r["after"] == loss_by_length(clip_surgery(model), data, [16, 32], **options)
+    assert r["after"][32]["loss"] != r["before"][32]["loss"]
