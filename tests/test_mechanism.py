@@ -249,9 +249,12 @@ def test_clip_surgery_refuses_embeddings_with_nothing_to_clip(overrides):
         clip_surgery(tiny_model(**overrides))
 
 
-def test_clip_surgery_refuses_another_N_on_a_scaled_model():
+@pytest.mark.parametrize("overrides", [dict(rope_scaling="pi", rope_scale=2.0), dict(rope_clip=True)],
+                         ids=["scaled", "clipped"])
+def test_clip_surgery_refuses_another_N_on_a_model_scaled_or_clipped_at_its_own(overrides):
     with pytest.raises(ValueError, match="its own N"):
-        clip_surgery(tiny_model(rope_scaling="pi", rope_scale=2.0), 64)
+        clip_surgery(tiny_model(**overrides), 64)
+    assert clip_surgery(tiny_model(**overrides)).config.rope_clip
 
 
 def test_surgery_loss_measures_both_models_on_the_same_windows():
