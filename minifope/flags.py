@@ -117,8 +117,8 @@ TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", 
 
 def add_train_flags(p):
     """The flags of `python -m minifope train` (also `python -m minifope.torch.train`'s)."""
-    p.add_argument("--data", type=path, help="'shakespeare' (the default: the embedded plays) or a "
-                   "UTF-8 text file")
+    p.add_argument("--data", type=path, help="'shakespeare' (the default: the embedded plays), "
+                   "'pydoc' (the language reference of this Python) or a UTF-8 text file")
     p.add_argument("--out", type=path, default="runs/shakespeare", help="run folder for ckpt.npz "
                    "and log.jsonl (default: runs/shakespeare)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
