@@ -172,8 +172,9 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--continue-at", type=at_least_two, metavar="K",
                    help="also train RoPE on at K x N with YaRN, and switched to FoPE (Figure 3)")
     p.add_argument("--continue-steps", type=positive_int)
-    p.add_argument("--data", type=path, help="training text: shakespeare (default) or a file")
-    p.add_argument("--eval-data", type=path, help="evaluate the loss on this file instead (a data shift)")
+    p.add_argument("--data", type=path, help="training text: shakespeare (default), pydoc or a file")
+    p.add_argument("--eval-data", type=path, help="evaluate the loss on this text instead (a data shift): "
+                   "a file, or a corpus (shakespeare, pydoc) whose characters join the vocabulary")
     p.add_argument("--jobs", type=positive_int,
                    help="runs trained at once, each in its own process (default: one per core, at "
                    "most one per run); the cores are shared among the runs still going")

@@ -11,7 +11,12 @@ Then each run is evaluated:
 
 - the validation loss at each length L = N x multiplier and per position (lengthgen.py), on
   the same non-overlapping windows for every model: eval_chars characters per length, or as
-  many as the text holds;
+  many as the text holds. eval_data (--eval-data) evaluates on another text instead, a
+  shift in data: a file, whose characters the training text must have, or a corpus by name
+  (data.CORPORA: shakespeare, pydoc), evaluated whole. For a corpus the vocabulary is the
+  union of both corpora's characters, so nothing of either is dropped or mapped: the
+  characters only the evaluation corpus has are in the model, never trained on, and
+  results count them (summary["eval_text"]["untrained"]);
 - passkey retrieval by (length, distance) (passkey.passkey_by_distance): at every
   L = N x passkey multiplier, the distances of passkey.distance_grid, `prompts` prompts per
   cell, each with a fresh key from a generator seeded by the run's seed, so that the models
@@ -167,15 +172,62 @@ class ExperimentConfig:
         """The settings a trained run depends on: two experiments sharing them share runs.
         The budget (train["steps"]) is not one of them: with a constant learning rate a run
         trained further is the run a longer budget would have trained (run_experiment checks)."""
-        return dict(model=self.model, train={k: v for k, v in self.train.items() if k != "steps"},
-                    data=self.data, continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        key = dict(model=self.model, train={k: v for k, v in self.train.items() if k != "steps"},
+                   data=self.data, continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        if _shifts_vocabulary(self):
+            key["vocabulary_with"] = self.eval_data  # its characters are in the trained model
+        return key
 
     def eval_key(self):
         # `extend` is not part of it: each scaling has its own eval-<kind>.json per run.
         keys = ("multipliers", "eval_chars", "passkey_multipliers", "prompts", "eval_data")
         # version 4: non-overlapping loss windows, passkey by distance with a fresh key per prompt
-        text = json.dumps({"version": 4, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
+        fields = {k: getattr(self, k) for k in keys}
+        if _shifts_vocabulary(self):  # a corpus's text depends on the Python (data.PYDOC_SHA256)
+            from .data import load_eval_text
+
+            fields["eval_sha256"] = hashlib.sha256(load_eval_text(self.eval_data).encode()).hexdigest()
+        text = json.dumps({"version": 4, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _shifts_vocabulary(ec):
+    """Whether --eval-data names another corpus, whose characters join the vocabulary."""
+    from .data import CORPORA
+
+    return ec.eval_data in CORPORA and ec.eval_data != ec.data
+
+
+def _texts(ec):
+    """(corpus, eval_text, tokenizer): the training corpus (train, val), the text the loss is
+    evaluated on, and the tokenizer the runs are built with; None for prepare_run's own (the
+    training corpus's characters and the passkey's) unless eval_data names another corpus,
+    whose characters join them."""
+    from .data import CharTokenizer, load_corpus, load_eval_text
+    from .loop import passkey_chars
+
+    corpus = load_corpus(ec.data)
+    if not ec.eval_data:
+        return corpus, corpus[1], None
+    eval_text = load_eval_text(ec.eval_data)
+    if not _shifts_vocabulary(ec):
+        return corpus, eval_text, None
+    extra = passkey_chars() if TrainConfig(**ec.train).passkey_frac > 0 else ""
+    return corpus, eval_text, CharTokenizer.from_text("".join(corpus) + extra + eval_text)
+
+
+def untrained_characters(ec):
+    """{character: count} of the evaluation text's characters the training text never has
+    (trained passkey characters count as trained): the model has them in its vocabulary but
+    learnt nothing about them, so a data shift's loss is largely theirs where they are common."""
+    from collections import Counter
+
+    from .loop import passkey_chars
+
+    (train_text, _), eval_text, _ = _texts(ec)
+    trained = set(train_text) | set(passkey_chars() if TrainConfig(**ec.train).passkey_frac > 0 else "")
+    counts = Counter(eval_text)
+    return {c: counts[c] for c in sorted(counts) if c not in trained}
 
 
 def demo_config():
@@ -213,7 +265,7 @@ def _read_cache(path):
 
 
 def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None,
-               probe=None):
+               probe=None, tokenizer=None):
     """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
     or more. Returns (model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
@@ -223,7 +275,7 @@ def _train_run(run_dir, model_config, train_config, corpus, data_name, progress,
         if state.get("step", 0) >= train_config.steps:
             return model, tokenizer, state["step"]
     train(model_config, *corpus, train_config, out_dir=run_dir, resume=saved is not None,
-          data_name=data_name, progress=progress, init_from=init_from, probe=probe)
+          data_name=data_name, progress=progress, init_from=init_from, probe=probe, tokenizer=tokenizer)
     model, tokenizer, state, _ = load_checkpoint(ckpt)
     return model, tokenizer, state["step"]
 
@@ -341,6 +393,9 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
             for name, result in rows.items():
                 runs.setdefault(name, {})[seed] = result
         summary = summarise(runs, ec, ec.model["train_len"])
+        if ec.eval_data:
+            summary["eval_text"] = dict(name=ec.eval_data, chars=len(_texts(ec)[1]),
+                                        untrained=untrained_characters(ec))
         write_report(summary, folder.path)
     return summary
 
@@ -357,14 +412,19 @@ def _run_configs(ec, label, seed):
 def _check_texts(ec):
     """Load the texts and build the vocabulary the runs will have; refuse, before any training,
     an evaluation text with characters outside it, one too short for the longest length, or a
-    passkey evaluation whose characters the vocabulary lacks."""
-    from .data import CharTokenizer, load_corpus, load_text
+    passkey evaluation whose characters the vocabulary lacks; and --eval-data naming the
+    training corpus itself."""
+    from .data import CORPORA, CharTokenizer
     from .loop import passkey_chars
 
-    train_text, val_text = load_corpus(ec.data)
-    eval_text = load_text(ec.eval_data) if ec.eval_data else val_text
-    extra = passkey_chars() if ec.train.get("passkey_frac", 0) > 0 else ""
-    tokenizer = CharTokenizer.from_text(train_text + val_text + extra)
+    if ec.eval_data == ec.data and ec.data in CORPORA:
+        raise UserError(f"--eval-data {ec.eval_data} is the training corpus, whose whole text would "
+                        "include what was trained on: leave --eval-data out to evaluate on its "
+                        "validation part")
+    (train_text, val_text), eval_text, tokenizer = _texts(ec)
+    if tokenizer is None:
+        extra = passkey_chars() if ec.train.get("passkey_frac", 0) > 0 else ""
+        tokenizer = CharTokenizer.from_text(train_text + val_text + extra)
     try:
         tokenizer.encode(eval_text)
     except UserError as e:
@@ -427,18 +487,16 @@ def _check_run_folder(run_dir, configs, data_name):
 def run_one(ec, out, label, seed, progress=False):
     """Train (or resume, or reuse) and evaluate one variant and seed: {row label: result}.
     progress: True, False, or a report callable (progress.py)."""
-    from .data import load_corpus, load_text
-
     N = ec.model["train_len"]
     config, tc = _run_configs(ec, label, seed)
-    corpus = load_corpus(ec.data)
-    eval_text = load_text(ec.eval_data) if ec.eval_data else corpus[1]
+    corpus, eval_text, vocabulary = _texts(ec)
     run_dir = _run_dir(out, label, seed)
     probe = None
     if round(tc.passkey_frac * tc.batch_size):
         def probe(model, tokenizer):
             return probe_accuracy(model, tokenizer, N, tc.passkey_digits)
-    model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress, probe=probe)
+    model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress, probe=probe,
+                                        tokenizer=vocabulary)
     eval_tokens = tokenizer.encode(eval_text)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
                                                                         eval_tokens, N, seed, progress))}
@@ -816,6 +874,14 @@ def markdown_table(summary):
             cells = [_diff_cell(d["loss"][L]) if L in d["loss"] else "" for L in loss_L]
             cells += [_diff_cell(d["passkey"][L], 2) if L in d["passkey"] else "" for L in pk_L]
             out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
+    shift = summary.get("eval_text")
+    if shift:
+        untrained = shift["untrained"]
+        share = sum(untrained.values()) / shift["chars"]
+        out += ["", f"Loss evaluated on {shift['name']} ({shift['chars']:,} characters): "
+                f"{len(untrained)} of its distinct characters, {share:.1%} of the text, never occur "
+                "in the training text (in the vocabulary, untrained)"
+                + (": " + " ".join(repr(c) for c in untrained) if untrained else "") + "."]
     with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
     if with_leak:
         layers = max(len(v) for v in with_leak.values())

@@ -1,15 +1,19 @@
-"""The second corpus, pydoc (the Python language reference from the standard library)."""
+"""The second corpus, pydoc (the Python language reference from the standard library), and
+the vocabulary a model trained on one corpus and evaluated on the other is built with."""
 
 import hashlib
+import json
 import socket
 import sys
 
+import numpy as np
 import pytest
 
 from minifope import data
-from minifope.data import (CORPORA, PYDOC_SHA256, clean_pydoc, load_corpus, load_eval_text, pydoc,
-                           pydoc_text, shakespeare)
+from minifope.data import (CORPORA, PYDOC_SHA256, CharTokenizer, clean_pydoc, load_corpus,
+                           load_eval_text, pydoc, pydoc_text, shakespeare)
 from minifope.errors import UserError
+from minifope.experiment import ExperimentConfig, _texts, run_experiment, untrained_characters
 
 TOPICS = {"if": "The \u201cif\u201d statement \u2014 \u2018else\u2019 too\u2026  \n\n\n\nx \u2013 1\n",
           "assert": "The assert statement\n********************\n"}
@@ -23,6 +27,14 @@ def fresh_pydoc():
     yield
     pydoc_text.cache_clear()
     pydoc.cache_clear()
+
+
+def tiny(**changes):
+    base = dict(variants=["rope"], seeds=1, model=dict(d_model=16, n_layer=1, n_head=2, train_len=64),
+                train=dict(steps=3, batch_size=2, passkey_frac=0.0, eval_interval=3, eval_batches=1),
+                multipliers=[1, 2], eval_chars=256, passkey_multipliers=[], prompts=1,
+                data="shakespeare", eval_data="pydoc")
+    return ExperimentConfig(**{**base, **changes})
 
 
 def test_cleaning_orders_topics_by_name_and_makes_punctuation_ascii():
@@ -91,3 +103,56 @@ def test_corpora_are_known_by_name_and_eval_text_is_the_whole_corpus():
     assert load_corpus("pydoc") == pydoc()
     assert load_eval_text("pydoc") == pydoc_text()
     assert load_eval_text("shakespeare") == "".join(shakespeare())
+
+
+def test_shifted_vocabulary_holds_every_character_of_both_corpora():
+    (train, val), eval_text, tokenizer = _texts(tiny())
+    assert tokenizer.chars == "".join(sorted(set(train + val + eval_text)))
+    for text in (train + val, eval_text):
+        ids = tokenizer.encode(text)  # raises on a character outside the vocabulary
+        assert tokenizer.decode(ids) == text  # nothing dropped or mapped
+    assert set(shakespeare()[0]) < set(tokenizer.chars)
+
+
+def test_the_vocabulary_is_shifted_only_for_another_named_corpus(tmp_path):
+    path = tmp_path / "other.txt"
+    path.write_text("To be, or not to be. " * 100)
+    assert _texts(tiny(eval_data=None))[2] is None
+    assert _texts(tiny(eval_data=str(path)))[2] is None
+    assert "vocabulary_with" not in tiny(eval_data=str(path)).training_key()
+    assert tiny().training_key()["vocabulary_with"] == "pydoc"
+    assert tiny().eval_key() != tiny(eval_data=str(path)).eval_key()
+
+
+def test_untrained_characters_are_the_code_punctuation_shakespeare_lacks():
+    untrained = untrained_characters(tiny())
+    assert set("_*=()|<>+[]{}~/\\#%^@\u00df\u00b0") == set(untrained)
+    text = pydoc_text()
+    assert all(untrained[c] == text.count(c) for c in untrained)
+    assert 0.03 < sum(untrained.values()) / len(text) < 0.07
+    assert untrained_characters(tiny(data="pydoc", eval_data="shakespeare")) == {}
+
+
+def test_eval_data_naming_the_training_corpus_is_refused(tmp_path):
+    with pytest.raises(UserError, match="leave --eval-data out"):
+        run_experiment(tiny(eval_data="shakespeare"), tmp_path / "exp", progress=False)
+    assert not (tmp_path / "exp").exists()
+
+
+def test_trained_on_shakespeare_evaluated_on_pydoc_reports_loss_by_length(tmp_path):
+    summary = run_experiment(tiny(), tmp_path / "exp", progress=False, jobs=1)
+    loss = summary["variants"]["rope"]["loss"]
+    assert set(loss) == {"64", "128"}
+    assert all(np.isfinite(r["mean"]) and r["mean"] > 0 for r in loss.values())
+    assert summary["eval_text"]["name"] == "pydoc"
+    assert summary["eval_text"]["chars"] == len(pydoc_text())
+    assert summary["eval_text"]["untrained"]["_"] == pydoc_text().count("_")
+    table = (tmp_path / "exp/results.md").read_text()
+    assert "Loss evaluated on pydoc" in table and "never occur in the training text" in table
+    saved = json.loads((tmp_path / "exp/runs/rope/seed0/eval.json").read_text())
+    assert set(saved["result"]["loss"]) == {"64", "128"}
+    from minifope.checkpoint import load_checkpoint
+
+    _, tokenizer, _, _ = load_checkpoint(tmp_path / "exp/runs/rope/seed0")
+    assert isinstance(tokenizer, CharTokenizer)
+    assert tokenizer.chars == _texts(tiny())[2].chars
