@@ -370,10 +370,11 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
                                 "use another --out, or the same settings to resume it")
         # seed by seed, so that a stopped experiment has whole comparisons for its first seeds
         todo = [(label, seed) for seed in range(ec.seeds) for label in ec.variants]
+        vocabulary = _texts(ec)[2]
         for label, seed in todo:
             configs = _run_configs(ec, label, seed)
-            _check_budget(_run_dir(out, label, seed), _check_run_folder(_run_dir(out, label, seed), configs,
-                                                                        ec.data), configs[1])
+            run_dir = _run_dir(out, label, seed)
+            _check_budget(run_dir, _check_run_folder(run_dir, configs, ec.data, vocabulary), configs[1])
         _write_json(saved, {"training": ec.training_key(), "config": dataclasses.asdict(ec)})
 
         board = RunBoard([f"{label} seed{seed}" for label, seed in todo], enabled=progress)
@@ -462,22 +463,26 @@ def _check_budget(run_dir, loaded, tc):
                         "use another --out")
 
 
-def _check_run_folder(run_dir, configs, data_name):
+def _check_run_folder(run_dir, configs, data_name, vocabulary=None):
     """Refuse a run folder whose checkpoint was trained with another config (left there by
-    hand, or by another experiment), rather than reuse it under this run's name. Returns
-    the checkpoint as load_checkpoint gives it, or None when there is none."""
+    hand, or by another experiment), or, given the tokenizer the runs must have (a shifted
+    vocabulary, _texts), with other characters, rather than reuse it under this run's name.
+    Returns the checkpoint as load_checkpoint gives it, or None when there is none."""
     from .loop import config_conflicts, saved_train_config
 
     ckpt = run_dir / CKPT_NAME
     if not ckpt.exists():
         return None
     loaded = load_checkpoint(ckpt)
-    model, _, state, _ = loaded
+    model, tokenizer, state, _ = loaded
     config, tc = configs
     conflicts = config_conflicts(model.config.to_dict(), saved_train_config(state, ckpt),
                                  dataclasses.replace(config, vocab_size=model.config.vocab_size,
                                                      seed=tc.seed),
                                  tc, data_name, state.get("data"), may_change=("steps",))
+    if vocabulary is not None and tokenizer.chars != vocabulary.chars:
+        conflicts.append(f"vocabulary: checkpoint {tokenizer.vocab_size} characters, asked "
+                         f"{vocabulary.vocab_size} (the training and the evaluation corpus's)")
     if conflicts:
         raise UserError(f"{run_dir} holds a run of another config ({'; '.join(conflicts)}); move it "
                         "away, or use another --out")

@@ -156,3 +156,28 @@ def test_trained_on_shakespeare_evaluated_on_pydoc_reports_loss_by_length(tmp_pa
     _, tokenizer, _, _ = load_checkpoint(tmp_path / "exp/runs/rope/seed0")
     assert isinstance(tokenizer, CharTokenizer)
     assert tokenizer.chars == _texts(tiny())[2].chars
+
+
+def test_a_run_trained_without_the_evaluation_corpus_is_refused_not_reused(tmp_path):
+    out = tmp_path / "exp"
+    run_experiment(tiny(eval_data=None), out, progress=False, jobs=1)
+    (out / "experiment.json").unlink()
+    with pytest.raises(UserError, match=r"runs/rope/seed0 holds a run of another config \(vocabulary: "
+                                        r"checkpoint 74 characters, asked 96"):
+        run_experiment(tiny(), out, progress=False, jobs=1)
+
+
+def test_the_command_line_trains_on_shakespeare_and_evaluates_on_pydoc(tmp_path):
+    import subprocess
+
+    out = tmp_path / "exp"
+    flags = ["--pe", "rope", "--seeds", "1", "--d-model", "16", "--n-layer", "1", "--n-head", "2",
+             "--train-len", "128", "--steps", "4", "--batch-size", "4", "--lengths", "1", "2",
+             "--passkey-lengths", "1", "--prompts", "1", "--eval-chars", "512", "--jobs", "1", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(out), "--data",
+                           "shakespeare", "--eval-data", "pydoc", *flags], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Loss evaluated on pydoc" in done.stdout
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["variants"]["rope"]["loss"]) == {"128", "256"}
+    assert summary["eval_text"]["untrained"]["{"] == pydoc_text().count("{")
