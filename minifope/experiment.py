@@ -219,7 +219,7 @@ def _texts(ec):
 def untrained_characters(ec):
     """{character: count} of the evaluation text's characters the training text never has
     (trained passkey characters count as trained): the model has them in its vocabulary but
-    learnt nothing about them, so a data shift's loss is largely theirs where they are common."""
+    has never seen one, as input or as target, so what it scores on them is a guess."""
     from collections import Counter
 
     from .loop import passkey_chars
