@@ -394,9 +394,6 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
             for name, result in rows.items():
                 runs.setdefault(name, {})[seed] = result
         summary = summarise(runs, ec, ec.model["train_len"])
-        if ec.eval_data:
-            summary["eval_text"] = dict(name=ec.eval_data, chars=len(_texts(ec)[1]),
-                                        untrained=untrained_characters(ec))
         write_report(summary, folder.path)
     return summary
 
@@ -747,6 +744,8 @@ def summarise(runs, ec, N):
         summary["variants"][label] = entry
     for a, b in itertools.combinations(runs, 2):
         summary["differences"].append(_paired(a, runs[a], b, runs[b]))
+    if ec.eval_data:  # in every report, the runner's and --report-to's
+        summary["eval_text"] = dict(name=ec.eval_data, chars=len(_texts(ec)[1]), untrained=untrained_characters(ec))
     return summary
 
 

@@ -13,7 +13,7 @@ from minifope import data
 from minifope.data import (CORPORA, PYDOC_SHA256, CharTokenizer, clean_pydoc, load_corpus,
                            load_eval_text, pydoc, pydoc_text, shakespeare)
 from minifope.errors import UserError
-from minifope.experiment import ExperimentConfig, _texts, run_experiment, untrained_characters
+from minifope.experiment import ExperimentConfig, _texts, report_finished, run_experiment, untrained_characters
 
 TOPICS = {"if": "The \u201cif\u201d statement \u2014 \u2018else\u2019 too\u2026  \n\n\n\nx \u2013 1\n",
           "assert": "The assert statement\n********************\n"}
@@ -156,6 +156,10 @@ def test_trained_on_shakespeare_evaluated_on_pydoc_reports_loss_by_length(tmp_pa
     _, tokenizer, _, _ = load_checkpoint(tmp_path / "exp/runs/rope/seed0")
     assert isinstance(tokenizer, CharTokenizer)
     assert tokenizer.chars == _texts(tiny())[2].chars
+    # a report written later from the finished runs (--report-to) says the same
+    again = report_finished(tiny(), tmp_path / "exp", tmp_path / "report")
+    assert again["eval_text"] == summary["eval_text"]
+    assert "never occur in the training text" in (tmp_path / "report/results.md").read_text()
 
 
 def test_a_run_trained_without_the_evaluation_corpus_is_refused_not_reused(tmp_path):
