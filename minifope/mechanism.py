@@ -54,7 +54,7 @@ import numpy as np
 
 from .lengthgen import loss_by_length
 from .rope import as_complex
-from .spectrum import pair_frequencies
+from .spectrum import clean_sinusoids, pair_frequencies
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def _wrap(w):
 
 def _tones(w, M):
     # exp(i w m) / sqrt(M): w (K,) -> (M, K), unit columns
-    return np.exp(1j * np.arange(M)[:, None] * np.asarray(w)[None, :]) / math.sqrt(M)
+    return clean_sinusoids(w, M) / math.sqrt(M)
 
 
 def _distortion_basis(w_j, d, M):

@@ -27,11 +27,16 @@ from .embedding import PositionEmbedding
 SINUSOIDAL_BASE = 10000.0  # the paper's 10000 in w_i = 10000^(-2i/C)
 
 
-def sinusoidal_table(positions, d_model):
-    """PE (T, C) in float64 for positions (T,): PE[m, 2i] = sin(m w_i), PE[m, 2i+1] = cos(m w_i)."""
+def sinusoidal_frequencies(d_model):
+    """w_i = 10000^(-2i/C), i = 0 .. C/2 - 1, in float64."""
     if d_model <= 0 or d_model % 2:
         raise ValueError(f"d_model must be a positive even integer, got {d_model}")
-    w = SINUSOIDAL_BASE ** (-2.0 * np.arange(d_model // 2, dtype=np.float64) / d_model)
+    return SINUSOIDAL_BASE ** (-2.0 * np.arange(d_model // 2, dtype=np.float64) / d_model)
+
+
+def sinusoidal_table(positions, d_model):
+    """PE (T, C) in float64 for positions (T,): PE[m, 2i] = sin(m w_i), PE[m, 2i+1] = cos(m w_i)."""
+    w = sinusoidal_frequencies(d_model)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * w[None, :]
     table = np.empty((len(angles), d_model))
     table[:, 0::2], table[:, 1::2] = np.sin(angles), np.cos(angles)

@@ -2,14 +2,14 @@
 
     x = sqrt(C) * wte[idx] + PE[positions],   PE = minifope.sinusoidal.sinusoidal_table
 
-PE is computed in float64 on the NumPy side's formula, then cast to the dtype of x.
+PE is computed in float64 from the NumPy side's frequencies, then cast to the dtype of x.
 """
 
 import math
 
 import torch
 
-from ..sinusoidal import SINUSOIDAL_BASE
+from ..sinusoidal import sinusoidal_frequencies
 from .embedding import PositionEmbedding
 
 
@@ -17,8 +17,7 @@ class Sinusoidal(PositionEmbedding):
     def __init__(self, d_model):
         super().__init__()
         self.scale = math.sqrt(d_model)
-        w = SINUSOIDAL_BASE ** (-2.0 * torch.arange(d_model // 2, dtype=torch.float64) / d_model)
-        self.register_buffer("w", w, persistent=False)
+        self.register_buffer("w", torch.tensor(sinusoidal_frequencies(d_model)), persistent=False)
 
     @classmethod
     def from_config(cls, config):
