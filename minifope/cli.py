@@ -102,6 +102,7 @@ def experiment_config(args, preset=None):
     for flag, name in (("seeds", "seeds"), ("lengths", "multipliers"), ("passkey_lengths", "passkey_multipliers"),
                        ("prompts", "prompts"), ("extend", "extend"),
                        ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
+                       ("continue_yarn_scale", "continue_yarn_scale"),
                        ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars")):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
@@ -170,8 +171,12 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--extend", nargs="+", choices=["pi", "ntk", "yarn"],
                    help="also evaluate RoPE under these scalings, s = L / N")
     p.add_argument("--continue-at", type=at_least_two, metavar="K",
-                   help="also train RoPE on at K x N with YaRN, and switched to FoPE (Figure 3)")
-    p.add_argument("--continue-steps", type=positive_int)
+                   help="also train each RoPE model on at K x N with YaRN and switched to FoPE, and "
+                   "each FoPE model on with FoPE, from its checkpoint (Figure 3)")
+    p.add_argument("--continue-steps", type=positive_int, help="steps of each continued run (200)")
+    p.add_argument("--continue-yarn-scale", type=positive_float, metavar="S",
+                   help="YaRN's fixed scale in the continued RoPE runs (16, as the FoPE authors' "
+                   "baseline; no attention temperature)")
     p.add_argument("--data", type=path, help="training text: shakespeare (default), pydoc or a file")
     p.add_argument("--eval-data", type=path, help="evaluate the loss on this text instead (a data shift): "
                    "a file, or a corpus (shakespeare, pydoc) whose characters join the vocabulary")

@@ -46,6 +46,9 @@ class GPTConfig:
     rope_yarn_ramp  YaRN's ramp: 'index' (linear in the pair index, as YaRN's code and
                     transformers compute it) or 'rotations' (linear in the turns within N,
                     the YaRN paper's equation); rope_scaling.py
+    rope_yarn_temperature  YaRN's attention temperature sqrt(1/t) = 0.1 ln(s) + 1 on q and k
+                    (True, as YaRN and transformers apply it); False leaves it out, as the
+                    FoPE authors' YaRN baseline does (fope-spec section 5)
     rope_clip       zero RoPE's frequencies below 2*pi/train_len (FoPE's clip without its
                     Fourier series: the paper's "clip only" ablation)
     fope_sigma      sigma, the gain of FoPE's Gaussian coefficient noise (fope-spec section 3)
@@ -79,6 +82,7 @@ class GPTConfig:
     rope_scale: float = 1.0
     rope_original_len: int = 0
     rope_yarn_ramp: str = "index"
+    rope_yarn_temperature: bool = True
     rope_clip: bool = False
     fope_sigma: float = 0.3
     fope_dim: int = 0
@@ -146,7 +150,7 @@ class GPTConfig:
             raise ValueError(f"n_layer must be at most MAX_LAYERS = {MAX_LAYERS:,}, got {self.n_layer}")
         if self.fope_dim > MAX_FOPE_DIM:
             raise ValueError(f"fope_dim must be at most MAX_FOPE_DIM = {MAX_FOPE_DIM:,}, got {self.fope_dim}")
-        for name in ("rope_clip", "fope_learnable", "fope_clip"):
+        for name in ("rope_clip", "rope_yarn_temperature", "fope_learnable", "fope_clip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("rope_theta", "rope_scale", "fope_sigma", "init_std"):

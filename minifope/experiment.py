@@ -23,8 +23,12 @@ Then each run is evaluated:
   of one seed answer the same prompts;
 - for RoPE, optionally, the same weights under PI, NTK-aware or YaRN scaling with
   s = L / N at each length (rope_scaling.py), with no retraining;
-- optionally, the paper's Figure 3 setup: the trained RoPE model trained further at a
-  longer length, once with YaRN and once switched to FoPE, from the same checkpoint.
+- optionally (continue_factor K, --continue-at), the paper's Figure 3: each trained RoPE
+  model trained on at K x N for continue_steps steps, once with YaRN as the FoPE authors
+  configured their baseline (a fixed scale continue_yarn_scale, 16 as theirs, the ramp's
+  original length N, no attention temperature) and once switched to FoPE (the authors'
+  padding); each trained FoPE model trained on with FoPE; all from the same checkpoint and
+  batches per seed, and evaluated like the others at K x N x multipliers.
 
 OUT/results.json holds every number with its sample sd over seeds and 95% interval, and the
 paired differences between variants (stats.py); OUT/results.md the tables, OUT/*.png the
@@ -123,6 +127,7 @@ class ExperimentConfig:
     extend: list = field(default_factory=list)
     continue_factor: int = 0
     continue_steps: int = 200
+    continue_yarn_scale: float = 16.0
     data: str = "shakespeare"
     eval_data: str | None = None
 
@@ -145,6 +150,9 @@ class ExperimentConfig:
         ints("prompts", [self.prompts], 1)
         ints("eval_chars", [self.eval_chars], 1)
         ints("continue_steps", [self.continue_steps], 1)
+        scale = self.continue_yarn_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (1 <= scale < 1e6):
+            fail(f"continue_yarn_scale must be a number in [1, 1e6), got {scale!r}")
         factor = self.continue_factor
         if not (factor == 0 or (isinstance(factor, int) and factor >= 2)):
             fail(f"continue_factor must be 0 (off) or an integer >= 2, got {factor!r}")
@@ -174,6 +182,8 @@ class ExperimentConfig:
         trained further is the run a longer budget would have trained (run_experiment checks)."""
         key = dict(model=self.model, train={k: v for k, v in self.train.items() if k != "steps"},
                    data=self.data, continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        if self.continue_factor:  # version 2: YaRN as the FoPE authors ran it, FoPE continued too
+            key.update(continue_version=2, continue_yarn_scale=float(self.continue_yarn_scale))
         if _shifts_vocabulary(self):
             key["vocabulary_with"] = self.eval_data  # its characters are in the trained model
         return key
@@ -435,7 +445,7 @@ def _check_texts(ec):
             raise UserError(f"the passkey evaluation needs {e}, which the training text {ec.data} "
                             "lacks: train with --passkey-frac above 0 (which adds them), or turn "
                             "the passkey off") from None
-    longest = ec.model.get("train_len", GPTConfig().train_len) * max(ec.multipliers)
+    longest = ec.model.get("train_len", GPTConfig().train_len) * max(ec.multipliers) * max(ec.continue_factor, 1)
     if len(eval_text) < longest + 1:
         raise UserError(f"the evaluation text has {len(eval_text)} characters; the longest length "
                         f"evaluated, {longest}, needs {longest + 1}. Use a longer text or smaller --lengths")
@@ -510,7 +520,7 @@ def run_one(ec, out, label, seed, progress=False):
                 name=f"eval-{kind}")
     # the same weights in every row
     rows = {name: {**result, "steps": step} for name, result in rows.items()}
-    if config.pe == "rope" and not config.rope_clip and ec.continue_factor:
+    if ec.continue_factor and continues(config):
         rows.update(_continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progress))
     return rows
 
@@ -651,7 +661,7 @@ def finished_runs(ec, out):
     """{row: {seed: result}}, as run_experiment gathers them, of the runs in `out` already
     evaluated at the budget under ec's evaluation settings, training and evaluating nothing.
     Only the seeds every variant has finished are kept, so that comparisons stay paired;
-    rows of continued training (continue_factor) are left out."""
+    with continue_factor, those whose continued runs are all evaluated too."""
     budget = TrainConfig(**ec.train).steps
     runs, seeds = {}, []
     for seed in range(ec.seeds):
@@ -666,11 +676,31 @@ def finished_runs(ec, out):
                 extra = _read_cache(run_dir / f"eval-{kind}.json")
                 if extra and extra.get("eval_key") == ec.eval_key() and extra.get("step") == budget:
                     rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
+            continued = _finished_continuations(ec, out, label, seed)
+            if continued is None:
+                break
+            rows.update(continued)
         else:
             seeds.append(seed)
             for name, result in rows.items():
                 runs.setdefault(name, {})[seed] = result
     return runs, seeds
+
+
+def _finished_continuations(ec, out, label, seed):
+    """{row: result} of the continued runs (Figure 3) of one variant and seed, {} when it has
+    none, None when one of them is not evaluated yet."""
+    config = _run_configs(ec, label, seed)[0]
+    if not (ec.continue_factor and continues(config)):
+        return {}
+    rows = {}
+    for name in continuations(label, config, ec, ec.model["train_len"]):
+        sub = _run_dir(out, name, seed)
+        stored = _read_cache(sub / "eval.json")
+        if not stored or stored.get("eval_key") != ec.eval_key() or stored.get("step") != ec.continue_steps:
+            return None
+        rows[name] = dict(stored["result"], curve=retrieval_curve(sub), steps=ec.continue_steps)
+    return rows
 
 
 def report_finished(ec, out, dest):
@@ -688,25 +718,49 @@ def report_finished(ec, out, dest):
     return summary
 
 
+def continues(config):
+    """Whether a variant has Figure 3's continuations: plain RoPE (no clip, no scaling) and FoPE."""
+    return (config.pe == "rope" and not config.rope_clip and config.rope_scaling == "none") or config.pe == "fope"
+
+
+def continuations(label, config, ec, N):
+    """{row label: GPTConfig fields} of Figure 3's continued runs of one trained variant.
+
+    RoPE: '+yarn@KN', YaRN as the FoPE authors' baseline (their config: a fixed scale of 16
+    whatever the new length, the ramp's original length the first training length, no
+    attention temperature), and '-to-fope@KN', FoPE in its place with the authors' padding
+    (FoPE's coefficients fresh, everything else copied). FoPE: '@KN', FoPE on at the longer
+    length, its clip floor 2*pi/(K N) as the authors' continued config has it."""
+    k = ec.continue_factor
+    base = dict(config.to_dict(), train_len=N * k)
+    if config.pe == "fope":
+        return {f"{label}@{k}N": base}
+    return {f"{label}+yarn@{k}N": dict(base, rope_scaling="yarn", rope_scale=float(ec.continue_yarn_scale),
+                                       rope_original_len=N, rope_yarn_temperature=False),
+            f"{label}-to-fope@{k}N": dict(base, pe="fope", fope_zero_freq="authors")}
+
+
 def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progress):
-    """Figure 3: from the trained RoPE checkpoint, train on at factor * N with YaRN, and with FoPE."""
+    """Figure 3: train each of `continuations` on from run_dir's checkpoint for continue_steps
+    steps at the longer length (the same seed, so the same batches for every continuation of
+    one run), probe and evaluate it at the new length L' = K N: loss at L' x multipliers,
+    passkey at L' x passkey multipliers with the distance grid of L'."""
     longer = N * ec.continue_factor
     source = load_checkpoint(run_dir)[0].config
-    base = dict(source.to_dict(), train_len=longer, rope_original_len=N)
-    settings = {
-        f"{label}+yarn@{ec.continue_factor}N": dict(base, rope_scaling="yarn",
-                                                    rope_scale=float(ec.continue_factor)),
-        f"{label}-to-fope@{ec.continue_factor}N": dict(base, pe="fope", rope_original_len=0),
-    }
     ctc = dataclasses.replace(tc, steps=ec.continue_steps, warmup=min(20, ec.continue_steps // 10),
-                              eval_interval=ec.continue_steps)
+                              eval_interval=max(1, min(tc.eval_interval, ec.continue_steps)))
+    probe = None
+    if round(ctc.passkey_frac * ctc.batch_size):
+        def probe(model, tokenizer):
+            return probe_accuracy(model, tokenizer, longer, ctc.passkey_digits)
     rows = {}
-    for name, fields in settings.items():
+    for name, fields in continuations(label, source, ec, N).items():
         sub = run_dir.parent.parent / _slug(name) / run_dir.name
         model, tokenizer, step = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
-                                            init_from=run_dir)
-        rows[name] = _cached_eval(
-            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, N, seed, progress))
+                                            init_from=run_dir, probe=probe)
+        result = _cached_eval(
+            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, longer, seed, progress))
+        rows[name] = dict(result, curve=retrieval_curve(sub), steps=step)
     return rows
 
 

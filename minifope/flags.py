@@ -107,9 +107,10 @@ def numpy_threads(threads):
 
 # --- the train flags ---------------------------------------------------------------------------
 
+# each flag's dest is its GPTConfig field
 MODEL_FLAGS = ("pe", "d_model", "n_layer", "n_head", "train_len", "dtype", "rope_theta",
                "fope_sigma", "fope_dim", "fope_learnable", "rope_scaling", "rope_scale",
-               "rope_yarn_ramp", "rope_clip", "fope_clip")  # each flag's dest is its GPTConfig field
+               "rope_yarn_ramp", "rope_yarn_temperature", "rope_clip", "fope_clip")
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
                "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits",
                "passkey_loss", "micro_batches")  # and these are TrainConfig fields
@@ -152,6 +153,9 @@ def add_train_flags(p):
     g.add_argument("--rope-yarn-ramp", choices=["index", "rotations"], help="YaRN's ramp: linear in "
                    "the pair index as YaRN's code and transformers compute it (index, the default) or "
                    "in the turns within N, the YaRN paper's equation (rotations)")
+    g.add_argument("--no-yarn-temperature", dest="rope_yarn_temperature", action="store_const",
+                   const=False, help="leave out YaRN's attention temperature, as the FoPE authors' "
+                   "YaRN baseline does")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=positive_int)
     g.add_argument("--batch-size", type=positive_int)

@@ -217,7 +217,10 @@ def init_model_from(path, model_config):
     For continuing training under another config (a longer train_len, YaRN scaling, or
     FoPE in place of RoPE): every parameter the new model shares with the checkpoint is
     copied; the new embedding's own weights the checkpoint lacks (FoPE's coefficients) keep
-    their fresh init. Returns (model, tokenizer).
+    their fresh init. FoPE's coefficients of another shape (a longer train_len lowers the clip
+    floor, so more frequencies F; another D) keep the checkpoint's values where the two
+    overlap (the first frequencies and rotating pairs) and their fresh init elsewhere, as the
+    FoPE authors' checkpoint loader expands them. Returns (model, tokenizer).
     """
     from .checkpoint import load_checkpoint
 
@@ -226,9 +229,13 @@ def init_model_from(path, model_config):
     check_memory(config)
     model = GPT(config)
     embedding_weights = {f"blocks.{l}.{name}" for l in range(config.n_layer) for name in model.pe.block_shapes()}
-    for name, p in model.params.items():
-        if name in source.params and source.params[name].shape == p.shape:
-            p[...] = source.params[name]
+    theirs = {**source.params, **source.buffers}  # FoPE's coefficients: buffers unless learnable
+    for name, p in {**model.params, **model.buffers}.items():
+        if name in theirs and theirs[name].shape == p.shape:
+            p[...] = theirs[name]
+        elif name in theirs and name in embedding_weights and theirs[name].ndim == p.ndim:
+            overlap = tuple(slice(0, min(a, b)) for a, b in zip(theirs[name].shape, p.shape))
+            p[overlap] = theirs[name][overlap]
         elif name not in embedding_weights:
             raise UserError(f"cannot start from {path}: its {name} does not fit the new config "
                             "(d_model, n_layer, n_head and vocabulary must stay the same)")

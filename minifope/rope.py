@@ -116,14 +116,16 @@ def rope_frequencies_of(config):
     """RoPE's w_j for a GPTConfig (clipped and/or scaled as asked) and the factor on q and k.
 
     rope_clip zeroes every w_j < 2*pi/N (N = train_len); rope_scaling applies PI, NTK or
-    YaRN with s = rope_scale; the factor is YaRN's sqrt(1/t), 1 otherwise (rope_scaling.py).
+    YaRN with s = rope_scale; the factor is YaRN's sqrt(1/t) (unless rope_yarn_temperature is
+    False), 1 otherwise (rope_scaling.py).
     """
     N = config.rope_original_len or config.train_len
     w = scaled_rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling,
                                 config.rope_scale, N, config.rope_yarn_ramp)
     if config.rope_clip:
         w = np.where(rope_frequencies(config.head_dim, config.rope_theta) < 2 * math.pi / N, 0.0, w)
-    factor = yarn_attention_factor(config.rope_scale) if config.rope_scaling == "yarn" else 1.0
+    yarn_t = config.rope_scaling == "yarn" and config.rope_yarn_temperature
+    factor = yarn_attention_factor(config.rope_scale) if yarn_t else 1.0
     return w, factor
 
 

@@ -1,16 +1,23 @@
 """The experiment runner on tiny configs: outputs, reuse, resume after a crash, refusals."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minifope import experiment as E
+from minifope.checkpoint import load_checkpoint, save_checkpoint
+from minifope.config import GPTConfig
+from minifope.data import CharTokenizer
 from minifope.errors import UserError
 from minifope.experiment import ExperimentConfig, markdown_table, parse_variant, run_experiment
+from minifope.loop import init_model_from
+from minifope.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,13 +167,52 @@ def test_other_training_settings_in_the_same_folder_are_refused(tmp_path):
         run_experiment(changed, tmp_path, progress=False)
 
 
-def test_continued_training_adds_yarn_and_fope_runs_from_the_rope_checkpoint(tmp_path):
-    ec = tiny(seeds=1, variants=["rope"], continue_factor=2, continue_steps=2)
+def test_continued_training_adds_yarn_and_fope_runs_from_the_same_checkpoint(tmp_path):
+    ec = tiny(seeds=1, variants=["rope", "fope-authors", "alibi"], continue_factor=2, continue_steps=2)
     summary = run_experiment(ec, tmp_path, progress=False)
-    assert {"rope+yarn@2N", "rope-to-fope@2N"} <= set(summary["variants"])
-    state = json.loads(__import__("numpy").load(tmp_path / "runs/rope-to-fope@2N/seed0/ckpt.npz")
-                       ["state.json"][()].item())
-    assert state["init_from"].endswith("runs/rope/seed0")
+    continued = {"rope+yarn@2N", "rope-to-fope@2N", "fope-authors@2N"}
+    assert set(summary["variants"]) == {"rope", "fope-authors", "alibi"} | continued
+    for name, source in (("rope+yarn@2N", "rope"), ("rope-to-fope@2N", "rope"), ("fope-authors@2N", "fope-authors")):
+        model, _, state, _ = load_checkpoint(tmp_path / "runs" / name / "seed0")
+        assert state["init_from"].endswith(f"runs/{source}/seed0") and state["step"] == 2
+        assert model.config.train_len == 256
+        # evaluated at the new length: loss at 256 x (1, 2), passkey at 256 x (1, 2)
+        assert list(summary["variants"][name]["loss"]) == ["256", "512"]
+        assert summary["variants"][name]["passkey"]["lengths"] == [256, 512]
+    yarn = load_checkpoint(tmp_path / "runs/rope+yarn@2N/seed0")[0].config
+    # YaRN as the FoPE authors' baseline: a fixed scale of 16, the ramp's original length N, no temperature
+    assert (yarn.rope_scaling, yarn.rope_scale, yarn.rope_original_len, yarn.rope_yarn_temperature) == \
+        ("yarn", 16.0, 128, False)
+    fope = load_checkpoint(tmp_path / "runs/rope-to-fope@2N/seed0")[0].config
+    assert (fope.pe, fope.fope_zero_freq) == ("fope", "authors")
+    # --report-to's path finds the continued runs too
+    runs, seeds = E.finished_runs(ec, tmp_path)
+    assert seeds == [0] and continued <= set(runs)
+
+
+def test_both_continuations_of_a_rope_run_start_from_the_same_weights(tmp_path):
+    ec = tiny(seeds=1, variants=["rope"], continue_factor=2, continue_steps=2)
+    run_experiment(dataclasses.replace(ec, continue_factor=0), tmp_path / "a", progress=False)
+    source = load_checkpoint(tmp_path / "a/runs/rope/seed0")[0]
+    configs = E.continuations("rope", source.config, ec, 128)
+    starts = [init_model_from(tmp_path / "a/runs/rope/seed0", GPTConfig(**fields))[0] for fields in configs.values()]
+    for name, p in source.params.items():  # every parameter of the RoPE model, in both
+        for model in starts:
+            assert np.array_equal(model.params[name], p), name
+    assert set(starts[1].buffers) - set(source.buffers)  # FoPE's own coefficients, fresh
+
+
+def test_a_fope_model_continued_longer_keeps_its_coefficients_where_they_overlap(tmp_path):
+    # head_dim 16, theta 1e4: 3 frequencies above 2 pi / 128, 4 above 2 pi / 256
+    config = GPTConfig(pe="fope", d_model=32, n_head=2, n_layer=1, train_len=128, vocab_size=8)
+    model = GPT(config)
+    model.buffers["blocks.0.fope.ccos"][...] += 5.0  # marks the values it was trained with
+    save_checkpoint(tmp_path / "ckpt.npz", model, CharTokenizer("abcdefgh"), {"step": 1})
+    longer, _ = init_model_from(tmp_path, dataclasses.replace(config, train_len=256))
+    before, after = model.buffers["blocks.0.fope.ccos"], longer.buffers["blocks.0.fope.ccos"]
+    assert before.shape == (2, 3, 3) and after.shape == (2, 4, 4)
+    assert np.array_equal(after[:, :3, :3], before)
+    assert np.abs(after[:, 3, :]).max() < 5 and np.abs(after[:, :, 3]).max() < 5  # fresh there
 
 
 def test_the_summary_gives_mean_sample_sd_and_t_interval_over_seeds():

@@ -224,6 +224,8 @@ EXPERIMENT_FLAGS = ["--pe", "rope", "--seeds", "1", "--d-model", "16", "--n-laye
     (["--continue-at", "-1"], ["--continue-at"]),
     (["--continue-at", "1"], ["--continue-at"]),
     (["--continue-steps", "0"], ["--continue-steps"]),
+    (["--continue-at", "2", "--continue-yarn-scale", "nan"], ["--continue-yarn-scale"]),
+    (["--continue-at", "2", "--continue-yarn-scale", "0.5"], ["continue_yarn_scale"]),
     (["--lengths", "100000"], ["evaluation text", "--lengths"]),
     (["--passkey-frac", "0"], ["passkey evaluation needs", "--passkey-frac"]),
 ])

@@ -125,6 +125,15 @@ def test_yarn_model_multiplies_the_logits_by_one_over_t():
     assert cos[0, 0] == pytest.approx(yarn.pe.factor * cos0[0, 0])
 
 
+def test_yarn_without_its_temperature_keeps_the_frequencies_and_drops_the_factor():
+    # the FoPE authors' YaRN baseline: the same ramp, no sqrt(1/t) on q and k
+    config = dict(vocab_size=7, n_layer=1, n_head=1, d_model=8, train_len=16, rope_scaling="yarn",
+                  rope_scale=16.0, rope_original_len=8)
+    with_t, without_t = GPT(GPTConfig(**config)), GPT(GPTConfig(**config, rope_yarn_temperature=False))
+    np.testing.assert_array_equal(with_t.pe.w, without_t.pe.w)
+    assert without_t.pe.factor == 1.0 and with_t.pe.factor == pytest.approx(0.1 * math.log(16.0) + 1.0)
+
+
 @pytest.mark.parametrize("extra", [dict(rope_scaling="yarn", rope_scale=2.0, rope_original_len=32),
                                    dict(rope_scaling="ntk", rope_scale=3.0), dict(rope_clip=True)])
 def test_scaled_rope_gradients_match_autograd(extra):

@@ -31,6 +31,8 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 CASES = {
     "rope": dict(pe="rope"),
     "rope-yarn": dict(pe="rope", rope_scaling="yarn", rope_scale=4.0, rope_original_len=16),
+    "rope-yarn-no-temperature": dict(pe="rope", rope_scaling="yarn", rope_scale=16.0, rope_original_len=16,
+                                     rope_yarn_temperature=False),
     "rope-clip": dict(pe="rope", rope_clip=True),
     "fope": dict(pe="fope", fope_dim=64),
     "fope-learnable": dict(pe="fope", fope_dim=64, fope_learnable=True),

@@ -42,18 +42,20 @@ class RoPE(PositionEmbedding):
     """
 
     def __init__(self, head_dim, theta=10000.0, train_len=128, scaling="none", scale=1.0,
-                 original_len=0, clip=False, yarn_ramp="index"):
+                 original_len=0, clip=False, yarn_ramp="index", yarn_temperature=True):
         super().__init__()
         config = GPTConfig(n_head=1, d_model=head_dim, train_len=train_len, rope_theta=theta,
                            rope_scaling=scaling, rope_scale=scale, rope_original_len=original_len,
-                           rope_clip=clip, rope_yarn_ramp=yarn_ramp)
+                           rope_clip=clip, rope_yarn_ramp=yarn_ramp,
+                           rope_yarn_temperature=yarn_temperature)
         w, self.factor = rope_frequencies_of(config)
         self.register_buffer("w", torch.tensor(w, dtype=torch.float64), persistent=False)
 
     @classmethod
     def from_config(cls, config):
         return cls(config.head_dim, config.rope_theta, config.train_len, config.rope_scaling,
-                   config.rope_scale, config.rope_original_len, config.rope_clip, config.rope_yarn_ramp)
+                   config.rope_scale, config.rope_original_len, config.rope_clip, config.rope_yarn_ramp,
+                   config.rope_yarn_temperature)
 
     def tables(self, positions):
         # positions (T,) -> COS, SIN (T, d/2) in float64
