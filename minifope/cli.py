@@ -119,6 +119,13 @@ def cmd_experiment(args):
 
     start = time.time()
     ec = experiment_config(args, args.preset())
+    if args.mechanism_to is not None:
+        from .mechanism_lab import run_lab_mechanism
+
+        run_lab_mechanism(ec, args.out, args.mechanism_to)
+        print(f"the mechanism measures of {args.out}'s finished runs: {args.mechanism_to}/mechanism.md, "
+              f"mechanism.json, mechanism.png ({time.time() - start:.0f} s)")
+        return 0
     if args.report_to is not None:
         from .experiment import report_finished
 
@@ -187,6 +194,9 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--report-to", type=path, metavar="DIR", help="train nothing: write the results of "
                    "the runs of --out finished so far (every variant of a seed evaluated) into DIR; "
                    "give the flags the experiment was started with")
+    p.add_argument("--mechanism-to", type=path, metavar="DIR", help="train nothing: measure spectrum "
+                   "damage in the finished runs of --out and at their init (mechanism_lab.py) and write "
+                   "mechanism.md, .json, .png into DIR; give the flags the experiment was started with")
     add_threads_flag(p, ", shared among the jobs")
 
 

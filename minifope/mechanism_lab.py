@@ -1,0 +1,253 @@
+"""The mechanism measures (mechanism.py) over a lab's trained runs, against the same models at init.
+
+    python -m minifope experiment --out runs/lab --steps 8000 --mechanism-to docs/lab
+
+For every run of an experiment folder evaluated at its budget (experiment.finished_runs), and
+for the same config at step 0 (GPT(config) with the run's seed: the weights it started from):
+
+- per block, the positional part of the rotated queries and keys (mechanism.positional_spectrum,
+  over `windows` windows of N characters of the evaluation text, read at positions 0 .. N-1),
+  pooled over heads and pairs: its share of the queries' power, and its split into the pairs'
+  own frequencies, distortion and leakage, as energies (mean power per position) and shares.
+  The positional part is what is the same in every window at a position: at init, the mean
+  query (the text's mean character) rotated at each pair's own frequency, so its own share
+  is 1 and its leakage and distortion 0 (tests/test_mechanism_lab.py); training moves them.
+  ALiBi and NoPE rotate nothing, so every pair's own frequency is 0: "own" is the constant
+  part and "leakage" all positional energy at other frequencies, what a model without a
+  rotary embedding makes of position by itself (the causal mask);
+- per block, the logit-kernel drift (mechanism.logit_kernel_drift, `drift_windows` windows of
+  2N): its root mean square over the distances 0 .. N-1, in logit units;
+- for RoPE without clip or scaling, clip surgery (mechanism.clip_surgery): the loss at every
+  length of the lab (the same windows as its evaluation) with the pairs of period > N zeroed,
+  minus the loss without surgery. FoPE has no such pairs to cut (its clip zeroed them
+  before training), nor have ALiBi and NoPE: their gain is 0 by construction, not measured.
+
+Each run's numbers are kept in its folder (mechanism.json, reused while the run's step and
+these settings are the same). The report gives, per variant, mean (sample sd) [95% t
+interval] over seeds of the trained value, and of trained minus init (paired by seed).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from . import stats
+from .lengthgen import eval_windows, loss_by_length
+from .mechanism import clip_surgery, logit_kernel_drift, positional_spectrum
+from .rope import as_complex
+from .spectrum import pair_frequencies
+
+VERSION = 1
+ENERGIES = ("power", "positional", "own", "distortion", "leakage")
+
+
+def block_spectra(model, idx):
+    """Per block, {'q': {...}, 'k': {...}}: positional_spectrum's energies summed over heads and
+    pairs with a finite own frequency, and the shares of the positional part (own, distortion,
+    leakage) and of the power (positional_share)."""
+    w = pair_frequencies(model)
+    out = []
+    for inputs in model.each_layers_attention_inputs(idx):
+        layer = {}
+        for name in ("q", "k"):
+            r = positional_spectrum(as_complex(inputs[f"{name}_rot"].astype(np.float64)), w)
+            finite = np.isfinite(r["own"])
+            e = {x: float(r[x][finite].sum()) for x in ENERGIES}
+            e.update({f"{x}_share": e[x] / e["positional"] if e["positional"] > 0 else float("nan")
+                      for x in ("own", "distortion", "leakage")})
+            e["positional_share"] = e["positional"] / e["power"]
+            layer[name] = e
+        out.append(layer)
+    return out
+
+
+def drift_rms(model, idx):
+    """Per block, the root mean square over distances of logit_kernel_drift on windows idx (B, 2N)."""
+    N = idx.shape[1] // 2
+    return [float(np.sqrt(np.mean(logit_kernel_drift(model, idx, layer, N=N)["drift"] ** 2)))
+            for layer in range(model.config.n_layer)]
+
+
+def has_surgery(config):
+    return config.pe == "rope" and not config.rope_clip and config.rope_scaling == "none"
+
+
+def measure(model, eval_tokens, N, lengths, eval_chars, windows=256, drift_windows=32, surgery=True):
+    """The mechanism numbers of one model (see the module docstring)."""
+    idx = eval_windows(eval_tokens, N, windows)[:, :-1]
+    long_idx = eval_windows(eval_tokens, 2 * N, drift_windows)[:, :-1]
+    result = dict(blocks=block_spectra(model, idx), drift_rms=drift_rms(model, long_idx))
+    if surgery and has_surgery(model.config):
+        cut = clip_surgery(model)
+        result["surgery_loss"] = {str(L): r["loss"] for L, r in
+                                  loss_by_length(cut, eval_tokens, lengths, eval_chars).items()}
+    return result
+
+
+def _settings(ec, windows, drift_windows):
+    return dict(version=VERSION, eval_key=ec.eval_key(), windows=windows, drift_windows=drift_windows)
+
+
+def run_mechanism(ec, out, label, seed, eval_tokens, windows=256, drift_windows=32):
+    """{'trained': measure(...), 'init': measure(...) of the step-0 model, 'step': ...} of one run,
+    from its folder's mechanism.json when it was measured at the same step and settings."""
+    from .checkpoint import load_checkpoint
+    from .experiment import _read_cache, _run_dir, _write_json
+    from .model import GPT
+
+    run_dir = _run_dir(out, label, seed)
+    model, _, state, _ = load_checkpoint(run_dir)
+    settings = _settings(ec, windows, drift_windows)
+    path = run_dir / "mechanism.json"
+    stored = _read_cache(path)
+    if stored and stored.get("settings") == settings and stored.get("step") == state.get("step"):
+        return stored
+    N = ec.model["train_len"]
+    lengths = [N * m for m in ec.multipliers]
+    trained = measure(model, eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows)
+    init = measure(GPT(model.config), eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows,
+                   surgery=False)
+    if "surgery_loss" in trained:
+        before = _read_cache(run_dir / "eval.json")["result"]["loss"]
+        trained["surgery_gain"] = {L: before[L]["loss"] - after for L, after in trained["surgery_loss"].items()}
+    result = dict(settings=settings, step=state.get("step"), trained=trained, init=init)
+    _write_json(path, result)
+    return result
+
+
+def summarise_mechanism(per_run):
+    """per_run: {variant: {seed: run_mechanism's result}} -> {variant: {...}} with, per block and
+    for q and k, each energy and share trained and trained - init over seeds (stats.t_interval),
+    the drift likewise, and the surgery's loss gain per length."""
+    out = {}
+    for label, by_seed in per_run.items():
+        seeds = sorted(by_seed)
+        runs = [by_seed[s] for s in seeds]
+        n_blocks = len(runs[0]["trained"]["blocks"])
+        entry = {"seeds": seeds, "blocks": [], "drift_rms": []}
+        for b in range(n_blocks):
+            block = {}
+            for name in ("q", "k"):
+                block[name] = {}
+                for x in runs[0]["trained"]["blocks"][b][name]:
+                    t = [r["trained"]["blocks"][b][name][x] for r in runs]
+                    i = [r["init"]["blocks"][b][name][x] for r in runs]
+                    block[name][x] = dict(trained=stats.t_interval(t), init=stats.t_interval(i),
+                                          change=stats.t_interval(np.subtract(t, i)))
+            entry["blocks"].append(block)
+            t = [r["trained"]["drift_rms"][b] for r in runs]
+            i = [r["init"]["drift_rms"][b] for r in runs]
+            entry["drift_rms"].append(dict(trained=stats.t_interval(t), init=stats.t_interval(i),
+                                           change=stats.t_interval(np.subtract(t, i))))
+        if all("surgery_gain" in r["trained"] for r in runs):
+            entry["surgery_gain"] = {L: stats.t_interval([r["trained"]["surgery_gain"][L] for r in runs])
+                                     for L in runs[0]["trained"]["surgery_gain"]}
+        out[label] = entry
+    return out
+
+
+def _cell(r, digits=3):
+    return stats.interval_text(r, digits)
+
+
+def mechanism_markdown(summary, N):
+    """The report's tables: leakage and distortion shares of the queries' positional part per
+    block (trained, and the change from init), the positional share of their power, the drift,
+    and the surgery's gains."""
+    lines = ["# Spectrum damage, measured", "",
+             "Each cell: mean (sample sd over seeds) [95% t interval over seeds]; 'change' is trained "
+             "minus the same model at init, paired by seed. Queries after the position embedding, "
+             f"over windows of N = {N} (`minifope/mechanism_lab.py`).", ""]
+    variants = list(summary)
+    n_blocks = len(summary[variants[0]]["blocks"])
+    for title, key in (("Share of the queries' power that is positional (the same in every window at a "
+                        "position; at init the mean query at its own frequency)",
+                        "positional_share"),
+                       ("Leakage: share of the positional part away from each pair's own frequency "
+                        "and its distortion products", "leakage_share"),
+                       ("Distortion: share at harmonics and sums/differences of the frequencies",
+                        "distortion_share")):
+        lines += [f"## {title}", "", "| variant | block | trained | at init | change |", "|---|---|---|---|---|"]
+        for label in variants:
+            for b in range(n_blocks):
+                r = summary[label]["blocks"][b]["q"][key]
+                lines.append(f"| {label} | {b} | {_cell(r['trained'])} | {_cell(r['init'])} | "
+                             f"{_cell(r['change'])} |")
+        lines.append("")
+    lines += ["## Logit-kernel drift past N (root mean square over distances 0 .. N-1, logit units)", "",
+              "| variant | block | trained | at init | change |", "|---|---|---|---|---|"]
+    for label in variants:
+        for b in range(n_blocks):
+            r = summary[label]["drift_rms"][b]
+            lines.append(f"| {label} | {b} | {_cell(r['trained'])} | {_cell(r['init'])} | {_cell(r['change'])} |")
+    lines.append("")
+    gains = {label: e["surgery_gain"] for label, e in summary.items() if "surgery_gain" in e}
+    if gains:
+        lengths = list(next(iter(gains.values())))
+        lines += ["## Clip surgery: loss without surgery minus loss with the pairs of period > N zeroed "
+                  "(positive: the surgery helps)", "",
+                  "| variant | " + " | ".join(f"{int(L) // N}N ({L})" for L in lengths) + " |",
+                  "|---|" + "---|" * len(lengths)]
+        for label, g in gains.items():
+            lines.append(f"| {label} | " + " | ".join(_cell(g[L]) for L in lengths) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_mechanism(summary, path):
+    """Leakage share and drift by block, one line per variant, trained (solid) and init (dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .lengthgen import legend_outside
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for label, e in summary.items():
+        blocks = np.arange(len(e["blocks"]))
+        for ax, get in ((axes[0], lambda b: e["blocks"][b]["q"]["positional_share"]),
+                        (axes[1], lambda b: e["blocks"][b]["q"]["leakage_share"]),
+                        (axes[2], lambda b: e["drift_rms"][b])):
+            trained = [get(b)["trained"]["mean"] for b in blocks]
+            line, = ax.plot(blocks, trained, marker="o", label=label)
+            ax.plot(blocks, [get(b)["init"]["mean"] for b in blocks], ls=":", color=line.get_color())
+    for ax, title in zip(axes, ("positional share of the queries' power", "leakage share of the positional part",
+                                "logit-kernel drift past N (rms)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("block")
+    legend_outside(axes[2], title="solid: trained, dotted: init")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_lab_mechanism(ec, out, dest=None, windows=256, drift_windows=32, progress=print):
+    """Measure every finished run of experiment folder `out` (and its init), write mechanism.json,
+    mechanism.md and mechanism.png into dest (default: out); return the summary. Trains nothing."""
+    from .checkpoint import load_checkpoint
+    from .errors import UserError
+    from .experiment import _run_dir, _texts, _write_json, finished_runs
+
+    ec.check()
+    runs, seeds = finished_runs(ec, Path(out))
+    if not seeds:
+        raise UserError(f"{out} has no seed whose runs of every variant ({', '.join(ec.variants)}) are "
+                        "evaluated yet, under these settings; nothing to measure")
+    eval_text = _texts(ec)[1]
+    per_run = {}
+    for label in ec.variants:
+        for seed in seeds:
+            tokenizer = load_checkpoint(_run_dir(out, label, seed))[1]
+            progress(f"mechanism: {label} seed {seed}")
+            per_run.setdefault(label, {})[seed] = run_mechanism(ec, out, label, seed, tokenizer.encode(eval_text),
+                                                                windows, drift_windows)
+    summary = summarise_mechanism(per_run)
+    dest = Path(dest or out)
+    dest.mkdir(parents=True, exist_ok=True)
+    N = ec.model["train_len"]
+    _write_json(dest / "mechanism.json", dict(train_len=N, windows=windows, drift_windows=drift_windows,
+                                               variants=summary))
+    (dest / "mechanism.md").write_text(mechanism_markdown(summary, N))
+    plot_mechanism(summary, dest / "mechanism.png")
+    return summary
