@@ -16,7 +16,9 @@ Then each run is evaluated:
   (data.CORPORA: shakespeare, pydoc), evaluated whole. For a corpus the vocabulary is the
   union of both corpora's characters, so nothing of either is dropped or mapped: the
   characters only the evaluation corpus has are in the model, never trained on, and
-  results count them (summary["eval_text"]["untrained"]);
+  results count them (summary["eval_text"]["untrained"]); each run is then also scored on
+  the training corpus's validation text, as the row 'VARIANT [corpus]' (home_row), so the
+  loss on both texts is compared on the same weights (the paper's Figure 4);
 - passkey retrieval by (length, distance) (passkey.passkey_by_distance): at every
   L = N x passkey multiplier, the distances of passkey.distance_grid, `prompts` prompts per
   cell, each with a fresh key from a generator seeded by the run's seed, so that the models
@@ -116,7 +118,7 @@ class ExperimentConfig:
     seeds: int = 3
     model: dict = field(default_factory=lambda: dict(d_model=64, n_layer=4, n_head=4, train_len=256))
     # a constant rate after warmup (min_lr = lr): see the module docstring
-    train: dict = field(default_factory=lambda: dict(steps=5000, batch_size=16, lr=3e-3, min_lr=3e-3,
+    train: dict = field(default_factory=lambda: dict(steps=8000, batch_size=16, lr=3e-3, min_lr=3e-3,
                                                      warmup=50, passkey_frac=0.5,
                                                      passkey_loss="keys", eval_interval=250,
                                                      eval_batches=8))
@@ -201,6 +203,12 @@ class ExperimentConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def home_row(label, ec):
+    """The row of a variant's loss on its training corpus's validation text, in an experiment
+    evaluated on another corpus (--eval-data): 'rope [shakespeare]'."""
+    return f"{label} [{ec.data}]"
+
+
 def _shifts_vocabulary(ec):
     """Whether --eval-data names another corpus, whose characters join the vocabulary."""
     from .data import CORPORA
@@ -253,7 +261,7 @@ def demo_config():
 
 # Two of the demo's three runs train side by side on 2 cores, the third alone after them:
 # about 1400 / 3.7 + 1400 / 4.9 s of training on the 2-core AMD EPYC (Zen 3) the README
-# names, plus about 2 minutes of evaluation. The lab trains 5000 (ExperimentConfig).
+# names, plus about 2 minutes of evaluation. The lab trains 8000 (ExperimentConfig).
 DEMO_STEPS = 1400
 
 
@@ -518,6 +526,12 @@ def run_one(ec, out, label, seed, progress=False):
             rows[f"{label}+{kind}"] = _cached_eval(
                 run_dir, ec, step, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
                 name=f"eval-{kind}")
+    if _shifts_vocabulary(ec):  # a shift in data: the loss on the training corpus's own validation text too
+        home_tokens = tokenizer.encode(corpus[1])
+        rows[home_row(label, ec)] = _cached_eval(
+            run_dir, ec, step, lambda: {"loss": {str(L): r for L, r in loss_by_length(
+                model, home_tokens, [N * m for m in ec.multipliers], ec.eval_chars, progress=progress).items()}},
+            name="eval-home")
     # the same weights in every row
     rows = {name: {**result, "steps": step} for name, result in rows.items()}
     if ec.continue_factor and continues(config):
@@ -676,6 +690,9 @@ def finished_runs(ec, out):
                 extra = _read_cache(run_dir / f"eval-{kind}.json")
                 if extra and extra.get("eval_key") == ec.eval_key() and extra.get("step") == budget:
                     rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
+            home = _read_cache(run_dir / "eval-home.json") if _shifts_vocabulary(ec) else None
+            if home and home.get("eval_key") == ec.eval_key() and home.get("step") == budget:
+                rows[home_row(label, ec)] = dict(home["result"], steps=budget)
             continued = _finished_continuations(ec, out, label, seed)
             if continued is None:
                 break
@@ -939,7 +956,9 @@ def markdown_table(summary):
         out += ["", f"Loss evaluated on {shift['name']} ({shift['chars']:,} characters): "
                 f"{len(untrained)} of its distinct characters, {share:.1%} of the text, never occur "
                 "in the training text (in the vocabulary, untrained)"
-                + (": " + " ".join(repr(c) for c in untrained) if untrained else "") + "."]
+                + (": " + " ".join(repr(c) for c in untrained) if untrained else "") + ". "
+                "The rows 'VARIANT [corpus]' are the same weights scored on the training corpus's "
+                "validation text."]
     with_leak = {k: v["leakage"] for k, v in variants.items() if "leakage" in v}
     if with_leak:
         layers = max(len(v) for v in with_leak.values())

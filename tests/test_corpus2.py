@@ -156,9 +156,19 @@ def test_trained_on_shakespeare_evaluated_on_pydoc_reports_loss_by_length(tmp_pa
     _, tokenizer, _, _ = load_checkpoint(tmp_path / "exp/runs/rope/seed0")
     assert isinstance(tokenizer, CharTokenizer)
     assert tokenizer.chars == _texts(tiny())[2].chars
+    # the same weights scored on the training corpus's validation text too (Figure 4: both texts)
+    home = summary["variants"]["rope [shakespeare]"]["loss"]
+    assert set(home) == {"64", "128"} and "passkey" not in summary["variants"]["rope [shakespeare]"]
+    from minifope.lengthgen import loss_by_length
+
+    model, tokenizer, _, _ = load_checkpoint(tmp_path / "exp/runs/rope/seed0")
+    by_hand = loss_by_length(model, tokenizer.encode(load_corpus("shakespeare")[1]), [64, 128], 256)
+    assert home["128"]["mean"] == pytest.approx(by_hand[128]["loss"])
+    assert home["128"]["mean"] != pytest.approx(loss["128"]["mean"])  # another text, another loss
     # a report written later from the finished runs (--report-to) says the same
     again = report_finished(tiny(), tmp_path / "exp", tmp_path / "report")
     assert again["eval_text"] == summary["eval_text"]
+    assert again["variants"]["rope [shakespeare]"]["loss"]["128"]["mean"] == home["128"]["mean"]
     assert "never occur in the training text" in (tmp_path / "report/results.md").read_text()
 
 
