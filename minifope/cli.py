@@ -161,7 +161,7 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--n-layer", type=positive_int)
     p.add_argument("--n-head", type=positive_int)
     p.add_argument("--train-len", type=positive_int, help="N, the training length")
-    p.add_argument("--steps", type=positive_int, help="the steps every run trains, the same for all (5000; demo 1400)")
+    p.add_argument("--steps", type=positive_int, help="the steps every run trains, the same for all (8000; demo 1400)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float, help="learning rate, constant after warmup (3e-3)")
     p.add_argument("--passkey-frac", type=fraction, help="share of each batch made of passkey prompts")
