@@ -735,9 +735,14 @@ def report_finished(ec, out, dest):
     return summary
 
 
+def plain_rope(config):
+    """RoPE with every frequency as trained: no clip, no scaling."""
+    return config.pe == "rope" and not config.rope_clip and config.rope_scaling == "none"
+
+
 def continues(config):
-    """Whether a variant has Figure 3's continuations: plain RoPE (no clip, no scaling) and FoPE."""
-    return (config.pe == "rope" and not config.rope_clip and config.rope_scaling == "none") or config.pe == "fope"
+    """Whether a variant has Figure 3's continuations: plain RoPE and FoPE."""
+    return plain_rope(config) or config.pe == "fope"
 
 
 def continuations(label, config, ec, N):

@@ -32,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
+from .checkpoint import load_checkpoint
+from .errors import UserError
+from .experiment import _read_cache, _run_dir, _texts, _write_json, finished_runs, plain_rope
+from .model import GPT
 from .lengthgen import eval_windows, loss_by_length
 from .mechanism import clip_surgery, logit_kernel_drift, positional_spectrum
 from .rope import as_complex
@@ -68,16 +72,12 @@ def drift_rms(model, idx):
             for layer in range(model.config.n_layer)]
 
 
-def has_surgery(config):
-    return config.pe == "rope" and not config.rope_clip and config.rope_scaling == "none"
-
-
 def measure(model, eval_tokens, N, lengths, eval_chars, windows=256, drift_windows=32, surgery=True):
     """The mechanism numbers of one model (see the module docstring)."""
     idx = eval_windows(eval_tokens, N, windows)[:, :-1]
     long_idx = eval_windows(eval_tokens, 2 * N, drift_windows)[:, :-1]
     result = dict(blocks=block_spectra(model, idx), drift_rms=drift_rms(model, long_idx))
-    if surgery and has_surgery(model.config):
+    if surgery and plain_rope(model.config):
         cut = clip_surgery(model)
         result["surgery_loss"] = {str(L): r["loss"] for L, r in
                                   loss_by_length(cut, eval_tokens, lengths, eval_chars).items()}
@@ -88,15 +88,11 @@ def _settings(ec, windows, drift_windows):
     return dict(version=VERSION, eval_key=ec.eval_key(), windows=windows, drift_windows=drift_windows)
 
 
-def run_mechanism(ec, out, label, seed, eval_tokens, windows=256, drift_windows=32):
+def run_mechanism(ec, out, label, seed, eval_text, windows=256, drift_windows=32):
     """{'trained': measure(...), 'init': measure(...) of the step-0 model, 'step': ...} of one run,
     from its folder's mechanism.json when it was measured at the same step and settings."""
-    from .checkpoint import load_checkpoint
-    from .experiment import _read_cache, _run_dir, _write_json
-    from .model import GPT
-
     run_dir = _run_dir(out, label, seed)
-    model, _, state, _ = load_checkpoint(run_dir)
+    model, tokenizer, state, _ = load_checkpoint(run_dir)
     settings = _settings(ec, windows, drift_windows)
     path = run_dir / "mechanism.json"
     stored = _read_cache(path)
@@ -104,6 +100,7 @@ def run_mechanism(ec, out, label, seed, eval_tokens, windows=256, drift_windows=
         return stored
     N = ec.model["train_len"]
     lengths = [N * m for m in ec.multipliers]
+    eval_tokens = tokenizer.encode(eval_text)
     trained = measure(model, eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows)
     init = measure(GPT(model.config), eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows,
                    surgery=False)
@@ -146,8 +143,10 @@ def summarise_mechanism(per_run):
     return out
 
 
-def _cell(r, digits=3):
-    return stats.interval_text(r, digits)
+def _row(label, block, r):
+    """A table row: the trained value, the value at init and the change, each with its interval."""
+    cells = " | ".join(stats.interval_text(r[k]) for k in ("trained", "init", "change"))
+    return f"| {label} | {block} | {cells} |"
 
 
 def mechanism_markdown(summary, N):
@@ -171,15 +170,14 @@ def mechanism_markdown(summary, N):
         for label in variants:
             for b in range(n_blocks):
                 r = summary[label]["blocks"][b]["q"][key]
-                lines.append(f"| {label} | {b} | {_cell(r['trained'])} | {_cell(r['init'])} | "
-                             f"{_cell(r['change'])} |")
+                lines.append(_row(label, b, r))
         lines.append("")
     lines += ["## Logit-kernel drift past N (root mean square over distances 0 .. N-1, logit units)", "",
               "| variant | block | trained | at init | change |", "|---|---|---|---|---|"]
     for label in variants:
         for b in range(n_blocks):
             r = summary[label]["drift_rms"][b]
-            lines.append(f"| {label} | {b} | {_cell(r['trained'])} | {_cell(r['init'])} | {_cell(r['change'])} |")
+            lines.append(_row(label, b, r))
     lines.append("")
     gains = {label: e["surgery_gain"] for label, e in summary.items() if "surgery_gain" in e}
     if gains:
@@ -189,7 +187,7 @@ def mechanism_markdown(summary, N):
                   "| variant | " + " | ".join(f"{int(L) // N}N ({L})" for L in lengths) + " |",
                   "|---|" + "---|" * len(lengths)]
         for label, g in gains.items():
-            lines.append(f"| {label} | " + " | ".join(_cell(g[L]) for L in lengths) + " |")
+            lines.append(f"| {label} | " + " | ".join(stats.interval_text(g[L]) for L in lengths) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -225,10 +223,6 @@ def plot_mechanism(summary, path):
 def run_lab_mechanism(ec, out, dest=None, windows=256, drift_windows=32, progress=print):
     """Measure every finished run of experiment folder `out` (and its init), write mechanism.json,
     mechanism.md and mechanism.png into dest (default: out); return the summary. Trains nothing."""
-    from .checkpoint import load_checkpoint
-    from .errors import UserError
-    from .experiment import _run_dir, _texts, _write_json, finished_runs
-
     ec.check()
     runs, seeds = finished_runs(ec, Path(out))
     if not seeds:
@@ -238,10 +232,9 @@ def run_lab_mechanism(ec, out, dest=None, windows=256, drift_windows=32, progres
     per_run = {}
     for label in ec.variants:
         for seed in seeds:
-            tokenizer = load_checkpoint(_run_dir(out, label, seed))[1]
             progress(f"mechanism: {label} seed {seed}")
-            per_run.setdefault(label, {})[seed] = run_mechanism(ec, out, label, seed, tokenizer.encode(eval_text),
-                                                                windows, drift_windows)
+            per_run.setdefault(label, {})[seed] = run_mechanism(ec, out, label, seed, eval_text, windows,
+                                                                drift_windows)
     summary = summarise_mechanism(per_run)
     dest = Path(dest or out)
     dest.mkdir(parents=True, exist_ok=True)
