@@ -905,34 +905,43 @@ def markdown_table(summary):
     with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
     if with_pk:
         pk0 = next(iter(with_pk.values()))
+        # a continued run is evaluated at its own lengths (N' x multipliers): every table is
+        # laid out by length, each run's cells under the lengths it was evaluated at
+        pk_lengths = sorted({L for pk in with_pk.values() for L in pk["lengths"]})
         out += ["", f"**Passkey accuracy by prompt length** (all distances; {pk0['prompts']} prompts "
                 "per (length, distance) cell and seed, a fresh key each; interval: the hull of a "
                 "seed-and-prompt bootstrap and the pooled Wilson interval, stats.py)", ""]
-        head = ["variant"] + [f"{L // N}N ({L})" for L in pk0["lengths"]]
+        head = ["variant"] + [f"{L // N}N ({L})" for L in pk_lengths]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label, pk in with_pk.items():
-            out.append("| " + " | ".join([label] + [_cell(r, 2) for r in pk["by_length"]]) + " |")
+            by_L = dict(zip(pk["lengths"], pk["by_length"]))
+            out.append("| " + " | ".join([label] + [_cell(by_L[L], 2) if L in by_L else "" for L in pk_lengths])
+                       + " |")
         out += ["", "**Passkey accuracy by (length, needle distance)**: distance = characters from "
                 "the key's first digit in the needle to the end of the prompt", ""]
-        for i, L in enumerate(pk0["lengths"]):
-            head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in pk0["distances"][i]]
+        for L in pk_lengths:
+            at_L = {label: dict(zip(pk["distances"][pk["lengths"].index(L)], pk["cells"][pk["lengths"].index(L)]))
+                    for label, pk in with_pk.items() if L in pk["lengths"]}
+            distances = sorted({d for cells in at_L.values() for d in cells})
+            head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in distances]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for label, pk in with_pk.items():
-                out.append("| " + " | ".join([label] + [_cell(r, 2) for r in pk["cells"][i]]) + " |")
+            for label, cells in at_L.items():
+                out.append("| " + " | ".join([label] + [_cell(cells[d], 2) if d in cells else "" for d in distances])
+                           + " |")
             out.append("")
         out += ["**Keys with a repeated digit against keys without** (all distances; n: prompts; "
                 "accuracy pooled over seeds (sd of the per-seed accuracies) [interval as above]; "
                 "difference repeated - distinct with the seed-and-prompt bootstrap interval; n.s.: "
                 "the interval contains 0)", ""]
-        head = ["variant"] + [f"{L // N}N: repeated / distinct / difference" for L in pk0["lengths"]]
+        head = ["variant"] + [f"{L // N}N: repeated / distinct / difference" for L in pk_lengths]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label, pk in with_pk.items():
-            cells = []
-            for r in pk["repeated"]:
+            cells = {}
+            for L, r in zip(pk["lengths"], pk["repeated"]):
                 parts = [f"n={g['n']}: {_cell(g, 2)}" if g["n"] else "-" for g in (r["repeated"], r["distinct"])]
                 parts.append(_diff_cell(r["difference"], 2) if "difference" in r else "-")
-                cells.append(" / ".join(parts))
-            out.append("| " + " | ".join([label] + cells) + " |")
+                cells[L] = " / ".join(parts)
+            out.append("| " + " | ".join([label] + [cells.get(L, "") for L in pk_lengths]) + " |")
     at_n = {k: v for k, v in variants.items() if "accuracy_at_N" in v}
     if at_n:
         out += ["", f"**Retrieval at N per seed** (evaluation accuracy at N; a run retrieves at N "
@@ -1039,11 +1048,14 @@ def write_report(summary, out):
 
     with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
     if with_pk:
-        lengths = next(iter(with_pk.values()))["lengths"]
+        lengths = sorted({L for pk in with_pk.values() for L in pk["lengths"]})
         fig = Figure(figsize=(3.2 * len(lengths), 3.4))
         axes = np.atleast_1d(fig.subplots(1, len(lengths), sharey=True))
-        for i, (ax, L) in enumerate(zip(axes, lengths)):
+        for ax, L in zip(axes, lengths):
             for label, pk in with_pk.items():
+                if L not in pk["lengths"]:
+                    continue
+                i = pk["lengths"].index(L)
                 cells = pk["cells"][i]
                 ax.errorbar(np.array(pk["distances"][i]) * dodge[label], [r["mean"] for r in cells],
                             yerr=error_bars(cells), marker="o",
@@ -1055,7 +1067,10 @@ def write_report(summary, out):
             ax.set_xlabel("needle distance (characters)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("passkey accuracy")
-        legend_outside(axes[-1])
+        handles = {}  # every variant, though continued runs are not in the first panels
+        for ax in axes:
+            handles.update(zip(*ax.get_legend_handles_labels()[::-1]))
+        legend_outside(axes[-1], handles=list(handles.values()), labels=list(handles))
         fig.suptitle(f"passkey accuracy by needle distance ({interval}; dashed: N)")
         fig.tight_layout()
         fig.savefig(out / "passkey_by_distance.png", dpi=120, bbox_inches="tight")

@@ -188,6 +188,16 @@ def test_continued_training_adds_yarn_and_fope_runs_from_the_same_checkpoint(tmp
     # --report-to's path finds the continued runs too
     runs, seeds = E.finished_runs(ec, tmp_path)
     assert seeds == [0] and continued <= set(runs)
+    # the tables put a continued run's passkey cells under its own lengths (256, 512), not N's
+    table = E.markdown_table(summary)
+    by_length = table[table.index("**Passkey accuracy by prompt length"):].split("\n")
+    assert by_length[2] == "| variant | 1N (128) | 2N (256) | 4N (512) |"
+    yarn_row = next(r for r in by_length if r.startswith("| rope+yarn@2N |")).split(" | ")
+    rope_row = next(r for r in by_length if r.startswith("| rope |")).split(" | ")
+    assert yarn_row[1] == "" and yarn_row[2] and yarn_row[3].strip(" |")
+    assert rope_row[1] and rope_row[2] and rope_row[3].strip(" |") == ""
+    at_512 = table[table.index("| 4N (512) \\ distance"):].split("\n\n")[0]
+    assert "| rope+yarn@2N |" in at_512 and "| rope |" not in at_512
 
 
 def test_both_continuations_of_a_rope_run_start_from_the_same_weights(tmp_path):
