@@ -45,7 +45,8 @@ The measures here estimate the positional part itself, free of that floor.
 
 (3) clip_surgery. The pairs whose period exceeds N were never trained over a full cycle;
     zeroing their frequency in a trained RoPE model (rope_clip, FoPE's clip without its series)
-    tests whether they are what breaks past N.
+    tests whether they are what breaks past N. The same for FoPE trained without its clip
+    (series only): its series' frequencies of period > N zeroed where they stand.
 """
 
 import math
@@ -54,7 +55,7 @@ import numpy as np
 
 from .lengthgen import loss_by_length
 from .rope import as_complex
-from .spectrum import clean_sinusoids, pair_frequencies
+from .spectrum import clean_sinusoids, pair_frequencies, undertrained
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,23 +244,34 @@ def logit_kernel_drift(model, idx, layer, N=None, per_head=False):
 
 
 def clip_surgery(model, N=None):
-    """The RoPE model with every pair whose period 2*pi/w_j exceeds N set to w_j = 0.
+    """The model with every frequency whose period 2*pi/w exceeds N set to w = 0.
 
-    That is GPT.with_config(rope_clip=True) with N as the clip floor 2*pi/N (N defaults to the
-    model's own: rope_original_len or train_len): the weights are shared, not copied, and none
-    changes; the other pairs keep their w_j. For an unscaled RoPE, N != train_len goes in as
-    rope_original_len, which there sets the clip floor and nothing else. A scaled RoPE
-    (rope_scaling) is clipped at its own N only, since rope_original_len also moves its ramp.
+    RoPE: every such pair set to w_j = 0. That is GPT.with_config(rope_clip=True) with N as
+    the clip floor 2*pi/N (N defaults to the model's own: rope_original_len or train_len):
+    the weights are shared, not copied, and none changes; the other pairs keep their w_j. For
+    an unscaled RoPE, N != train_len goes in as rope_original_len, which there sets the clip
+    floor and nothing else. A scaled RoPE (rope_scaling) is clipped at its own N only, since
+    rope_original_len also moves its ramp.
 
-    Other embeddings: FoPE already zeroes exactly these frequencies (its floor is the same
-    comparison, spectrum.undertrained) and its series holds only frequencies of period <= N,
-    so there is nothing left to cut; ALiBi, NoPE and sinusoidal rotate nothing. All refused.
-    (FoPE's series-only ablation, fope_clip=False, would have an analogue, zeroing the
-    sub-floor w_f inside the series; it has no config switch and is not built.)
+    FoPE without its clip (the series-only ablation, fope_clip=False; N defaults to
+    train_len): every such frequency w_f of the series set to 0 where it stands, its
+    coefficients kept, so that its terms become constants, cos(0 m) Ccos[h, f, j] = Ccos[h, f, j]
+    in COS and sin(0 m) = 0 in SIN. FoPE's clip drops those frequencies from the series
+    before training instead (there is no coefficient left to keep), so this is the nearest
+    surgery on a trained model: its other frequencies and every weight stay as trained.
+
+    Refused: FoPE with its clip (it already zeroes exactly these frequencies, the same
+    comparison as spectrum.undertrained, and its series holds none of them: nothing left to
+    cut); ALiBi, NoPE and sinusoidal rotate nothing.
     """
     cfg = model.config
+    if cfg.pe == "fope" and not cfg.fope_clip:
+        cut = model.with_config()  # the same weights; its own embedding object, whose w changes
+        cut.pe.w = np.where(undertrained(cut.pe.w, cfg.train_len if N is None else N), 0.0, cut.pe.w)
+        return cut
     if cfg.pe != "rope":
-        raise ValueError(f"clip surgery applies to pe='rope' only, not {cfg.pe!r}: FoPE clips already, "
+        raise ValueError(f"clip surgery applies to pe='rope' and to FoPE without its clip only, not "
+                         f"{cfg.pe!r}{' with its clip' if cfg.pe == 'fope' else ''}: FoPE clips already, "
                          "the others have no frequencies")
     own_N = cfg.rope_original_len or cfg.train_len
     N = own_N if N is None else N

@@ -17,10 +17,11 @@ for the same config at step 0 (GPT(config) with the run's seed: the weights it s
   rotary embedding makes of position by itself (the causal mask);
 - per block, the logit-kernel drift (mechanism.logit_kernel_drift, `drift_windows` windows of
   2N): its root mean square over the distances 0 .. N-1, in logit units;
-- for RoPE without clip or scaling, clip surgery (mechanism.clip_surgery): the loss at every
-  length of the lab (the same windows as its evaluation) with the pairs of period > N zeroed,
-  minus the loss without surgery. FoPE has no such pairs to cut (its clip zeroed them
-  before training), nor have ALiBi and NoPE: their gain is 0 by construction, not measured.
+- for RoPE without clip or scaling, and for FoPE without its clip (series-only), clip surgery
+  (mechanism.clip_surgery): the loss at every length of the lab (the same windows as its
+  evaluation) with the frequencies of period > N zeroed, minus the loss without surgery.
+  FoPE with its clip has no such frequency to cut (the clip dropped them before training),
+  nor have ALiBi and NoPE: their gain is 0 by construction, not measured.
 
 Each run's numbers are kept in its folder (mechanism.json, reused while the run's step and
 these settings are the same). The report gives, per variant, mean (sample sd) [95% t
@@ -72,12 +73,18 @@ def drift_rms(model, idx):
             for layer in range(model.config.n_layer)]
 
 
+def has_clip_surgery(config):
+    """Whether clip_surgery has frequencies to cut at the model's own N: RoPE with every
+    frequency as trained, or FoPE without its clip."""
+    return plain_rope(config) or (config.pe == "fope" and not config.fope_clip)
+
+
 def measure(model, eval_tokens, N, lengths, eval_chars, windows=256, drift_windows=32, surgery=True):
     """The mechanism numbers of one model (see the module docstring)."""
     idx = eval_windows(eval_tokens, N, windows)[:, :-1]
     long_idx = eval_windows(eval_tokens, 2 * N, drift_windows)[:, :-1]
     result = dict(blocks=block_spectra(model, idx), drift_rms=drift_rms(model, long_idx))
-    if surgery and plain_rope(model.config):
+    if surgery and has_clip_surgery(model.config):
         cut = clip_surgery(model)
         result["surgery_loss"] = {str(L): r["loss"] for L, r in
                                   loss_by_length(cut, eval_tokens, lengths, eval_chars).items()}
@@ -182,8 +189,9 @@ def mechanism_markdown(summary, N):
     gains = {label: e["surgery_gain"] for label, e in summary.items() if "surgery_gain" in e}
     if gains:
         lengths = list(next(iter(gains.values())))
-        lines += ["## Clip surgery: loss without surgery minus loss with the pairs of period > N zeroed "
-                  "(positive: the surgery helps)", "",
+        lines += ["## Clip surgery: loss without surgery minus loss with the frequencies of period > N "
+                  "zeroed (RoPE's pairs; the series' frequencies of FoPE without its clip; positive: the "
+                  "surgery helps)", "",
                   "| variant | " + " | ".join(f"{int(L) // N}N ({L})" for L in lengths) + " |",
                   "|---|" + "---|" * len(lengths)]
         for label, g in gains.items():

@@ -238,6 +238,36 @@ def test_clip_surgery_zeroes_exactly_the_pairs_whose_period_exceeds_N(N):
         np.testing.assert_array_equal(model.params[name], p)
 
 
+@pytest.mark.parametrize("N", [None, 8, 100])
+def test_clip_surgery_of_series_only_fope_zeroes_its_frequencies_of_period_above_N_in_place(N):
+    model = tiny_model(pe="fope", fope_clip=False)
+    w = model.pe.w.copy()
+    weights = {name: p.copy() for name, p in {**model.params, **model.buffers}.items()}
+    cut = clip_surgery(model, N)
+    long = 2 * math.pi / w > (N or model.config.train_len)
+    assert long.any() and not long.all()
+    np.testing.assert_array_equal(cut.pe.w[long], 0.0)
+    np.testing.assert_array_equal(cut.pe.w[~long], w[~long])
+    np.testing.assert_array_equal(model.pe.w, w)  # the model itself is left as it was
+    for name, p in weights.items():  # every coefficient kept, shared, unchanged
+        np.testing.assert_array_equal({**cut.params, **cut.buffers}[name], p)
+    # the cut terms become constants: COS gains Ccos[h, f, j] in place of cos(w_f m) Ccos[h, f, j],
+    # SIN loses sin(w_f m) Csin[h, f, j]; the other terms and the pairs without a series are as before
+    m = np.arange(40)
+    for layer in range(model.config.n_layer):
+        ccos, csin = model.coefficient(f"blocks.{layer}.fope.ccos"), model.coefficient(f"blocks.{layer}.fope.csin")
+        J = ccos.shape[2]
+        cos0, sin0 = model.rotary_tables(layer, m)
+        cos1, sin1 = cut.rotary_tables(layer, m)
+        angles = m[:, None] * w[None, long]
+        np.testing.assert_allclose(cos1[..., :J], cos0[..., :J] + np.einsum("mf,hfj->hmj", 1 - np.cos(angles),
+                                                                            ccos[:, long]), atol=1e-12)
+        np.testing.assert_allclose(sin1[..., :J], sin0[..., :J] - np.einsum("mf,hfj->hmj", np.sin(angles),
+                                                                            csin[:, long]), atol=1e-12)
+        np.testing.assert_array_equal(cos1[..., J:], cos0[..., J:])
+        np.testing.assert_array_equal(sin1[..., J:], sin0[..., J:])
+
+
 def test_clip_surgery_at_the_models_own_N_is_rope_clip():
     model = tiny_model()
     np.testing.assert_array_equal(clip_surgery(model).pe.w, model.with_config(rope_clip=True).pe.w)

@@ -17,7 +17,7 @@ from test_experiment import ROOT, constant_lr
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab")
-    ec = constant_lr(variants=["rope", "alibi"], seeds=2)
+    ec = constant_lr(variants=["rope", "alibi", "series-only"], seeds=2)
     run_experiment(ec, out, progress=False)
     return ec, out
 
@@ -25,7 +25,7 @@ def lab(tmp_path_factory):
 def test_every_finished_run_is_measured_trained_and_at_init(lab, tmp_path):
     ec, out = lab
     summary = run_lab_mechanism(ec, out, tmp_path, windows=8, drift_windows=4, progress=lambda m: None)
-    assert set(summary) == {"rope", "alibi"}
+    assert set(summary) == {"rope", "alibi", "series-only"}
     for name in ("mechanism.json", "mechanism.md", "mechanism.png"):
         assert (tmp_path / name).stat().st_size > 0
     for label in ("rope", "alibi"):
@@ -38,12 +38,16 @@ def test_every_finished_run_is_measured_trained_and_at_init(lab, tmp_path):
         # own + distortion + leakage = the positional energy
         e = runs[0]["trained"]["blocks"][0]["k"]
         assert e["own"] + e["distortion"] + e["leakage"] == pytest.approx(e["positional"])
-    # only RoPE has pairs to cut; its gain is the lab's loss minus the loss after surgery
-    assert "surgery_gain" in summary["rope"] and "surgery_gain" not in summary["alibi"]
-    run = json.loads((out / "runs/rope/seed0/mechanism.json").read_text())
-    before = json.loads((out / "runs/rope/seed0/eval.json").read_text())["result"]["loss"]
-    for L, gain in run["trained"]["surgery_gain"].items():
-        assert gain == pytest.approx(before[L]["loss"] - run["trained"]["surgery_loss"][L])
+    # only RoPE and FoPE without its clip have frequencies to cut; the gain is the lab's loss
+    # minus the loss after surgery
+    assert "surgery_gain" in summary["rope"] and "surgery_gain" in summary["series-only"]
+    assert "surgery_gain" not in summary["alibi"]
+    for label in ("rope", "series-only"):
+        run = json.loads((out / "runs" / label / "seed0/mechanism.json").read_text())
+        before = json.loads((out / "runs" / label / "seed0/eval.json").read_text())["result"]["loss"]
+        for L, gain in run["trained"]["surgery_gain"].items():
+            assert gain == pytest.approx(before[L]["loss"] - run["trained"]["surgery_loss"][L])
+            assert gain != 0  # the surgery changed the model
 
 
 def test_a_run_measured_once_is_reused(lab, tmp_path):
