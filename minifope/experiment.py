@@ -980,7 +980,8 @@ def markdown_table(summary):
                 "pair's own frequency (spectrum.model_leakage over 256 windows of N), mean over "
                 "pairs; over seeds mean (sd) [95% interval]. Caution: the measure reads well above zero "
                 "on an untrained model (the floor that content leaves, spectrum.model_leakage), so "
-                "the lab draws no conclusion from it.", "",
+                "the lab draws no conclusion from it; `experiment --mechanism-to` measures the damage "
+                "free of that floor, against the same model at init (mechanism.md).", "",
                 "| variant | " + " | ".join(f"layer {l}" for l in range(layers)) + " |", "|" + "---|" * (layers + 1)]
         for label, leak in with_leak.items():
             out.append(f"| {label} | " + " | ".join(_cell(x["q"]) for x in leak) + " |")

@@ -35,7 +35,7 @@ import numpy as np
 from . import stats
 from .checkpoint import load_checkpoint
 from .errors import UserError
-from .experiment import _read_cache, _run_dir, _texts, _write_json, finished_runs, plain_rope
+from .experiment import _read_cache, _run_dir, _texts, _write_json, error_bars, finished_runs, plain_rope
 from .model import GPT
 from .lengthgen import eval_windows, loss_by_length
 from .mechanism import clip_surgery, logit_kernel_drift, positional_spectrum
@@ -209,7 +209,8 @@ def plot_mechanism(summary, path):
 
     from .lengthgen import legend_outside
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    gains = {label: e["surgery_gain"] for label, e in summary.items() if "surgery_gain" in e}
+    fig, axes = plt.subplots(1, 4 if gains else 3, figsize=(20 if gains else 15, 4))
     for label, e in summary.items():
         blocks = np.arange(len(e["blocks"]))
         for ax, get in ((axes[0], lambda b: e["blocks"][b]["q"]["positional_share"]),
@@ -219,12 +220,26 @@ def plot_mechanism(summary, path):
             line, = ax.plot(blocks, trained, marker="o", label=label)
             ax.plot(blocks, [get(b)["init"]["mean"] for b in blocks], ls=":", color=line.get_color())
     for ax, title in zip(axes, ("positional share of the queries' power", "leakage share of the positional part",
-                                "logit-kernel drift past N (rms)")):
+                                "logit-kernel drift past N (rms; symlog)")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("block")
-    legend_outside(axes[2], title="solid: trained, dotted: init")
+        ax.set_xticks(np.arange(max(len(e["blocks"]) for e in summary.values())))
+    axes[2].set_yscale("symlog", linthresh=0.01)  # NoPE's drift is 10-100x the others'
+    axes[2].set_ylim(bottom=0)
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend_outside(axes[-1], handles=handles, labels=labels, title="solid: trained, dotted: init")
+    if gains:
+        ax = axes[3]
+        for label, g in gains.items():
+            lengths = [int(L) for L in g]
+            ax.errorbar(lengths, [g[L]["mean"] for L in g], yerr=error_bars([g[L] for L in g]),
+                        marker="o", capsize=3, label=label)
+        ax.axhline(0, color="gray", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("evaluation length")
+        ax.set_title("clip surgery: loss gain (> 0: it helps)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
