@@ -3,7 +3,8 @@
 Layout of DIR/ckpt.npz (every entry a plain array; text is a 0-d unicode array):
 
     config.json      GPTConfig as JSON text
-    vocab.json       the CharTokenizer as JSON text
+    vocab.json       the tokenizer as JSON text: data.CharTokenizer's {"chars": ...} or
+                     bpe.BPETokenizer's {"bpe": ...} (bpe.tokenizer_from_json reads either)
     state.json       the trainer's state as JSON text: TrainConfig, step, RNG state, data source
     param.<name>     every model parameter       (shapes and dtypes checked against config)
     buffer.<name>    fixed tensors (FoPE coefficients when not learnable)
@@ -29,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .bpe import BPETokenizer, tokenizer_from_json
 from .config import GPTConfig
-from .data import CharTokenizer
 from .errors import UserError
 from .model import GPT
 
@@ -147,11 +148,12 @@ def load_checkpoint(path):
         except (TypeError, ValueError) as e:
             raise UserError(f"{path} holds an invalid config: {e}") from None
         try:
-            tokenizer = CharTokenizer.from_json(vocab)
+            tokenizer = tokenizer_from_json(vocab)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
         if tokenizer.vocab_size != config.vocab_size:
-            raise UserError(f"{path}: the vocabulary has {tokenizer.vocab_size} characters but the "
+            unit = "tokens" if isinstance(tokenizer, BPETokenizer) else "characters"
+            raise UserError(f"{path}: the vocabulary has {tokenizer.vocab_size} {unit} but the "
                             f"config says vocab_size={config.vocab_size}; the checkpoint is corrupt")
         expected = _check_tensor_entries(entries, config, path)
         for key, (shape, dtypes) in expected.items():

@@ -1,0 +1,166 @@
+"""Subword tokens (minifope/bpe.py): training, exact round trips, the checkpoint's JSON, refusals."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from helpers import assert_user_error, cli
+from minifope.bpe import MAX_VOCAB, MIN_VOCAB, BPETokenizer, check_vocab_size, tokenizer_from_json
+from minifope.checkpoint import load_checkpoint, save_checkpoint
+from minifope.config import GPTConfig
+from minifope.data import CharTokenizer
+from minifope.errors import UserError
+from minifope.model import GPT
+
+TEXT = ("KING RICHARD:\nNow is the winter of our discontent\nMade glorious summer by this sun of York;\n"
+        "The pass key is 12345. Remember it. 12345 is the pass key.\n") * 40
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer.train(TEXT, 300)
+
+
+def test_training_gives_the_asked_vocabulary_and_the_same_tokenizer_twice(tok):
+    assert tok.vocab_size == 300
+    assert BPETokenizer.train(TEXT, 300).to_json() == tok.to_json()
+    assert BPETokenizer.train(TEXT, 280).vocab_size == 280
+
+
+def test_merges_put_several_characters_in_a_token(tok):
+    ids = tok.encode(TEXT)
+    assert len(ids) < len(TEXT) / 2  # the text repeats: frequent words become single tokens
+    assert max(len(tok.token_text(i)) for i in ids) >= 4
+
+
+@pytest.mark.parametrize("text", ["", "a", TEXT, "new words, never seen: zebra quixotic\n\n\n  x",
+                                  "\u00e9t\u00e9 \u2014 \u00df\u00b0 \U0001f600 tabs\tand\r\nCRLF", "12345 678901"])
+def test_decode_of_encode_is_the_text_itself(tok, text):
+    ids = tok.encode(text)
+    assert ids.dtype == np.int64 and (ids >= 0).all() and (ids < tok.vocab_size).all()
+    assert tok.decode(ids) == text
+
+
+def test_ids_out_of_range_are_refused_and_broken_bytes_decode_to_the_replacement_character(tok):
+    with pytest.raises(ValueError, match="lie in"):
+        tok.decode([tok.vocab_size])
+    with pytest.raises(ValueError, match="lie in"):
+        tok.decode([-1])
+    first_byte_of_e_acute = tok.encode("\u00e9")[:1]  # 2 bytes, 2 byte tokens
+    assert len(tok.encode("\u00e9")) == 2 and tok.decode(first_byte_of_e_acute) == "\ufffd"
+
+
+@pytest.mark.parametrize("bad", [0, 1, 256, MAX_VOCAB + 1, -5, 300.0, True, "512", None])
+def test_a_vocabulary_size_outside_the_bounds_is_refused(bad):
+    with pytest.raises(UserError, match="BPE vocabulary size"):
+        check_vocab_size(bad)
+    with pytest.raises(UserError, match="BPE vocabulary size"):
+        BPETokenizer.train(TEXT, bad)
+
+
+def test_the_bounds_themselves_are_accepted():
+    assert check_vocab_size(MIN_VOCAB) == MIN_VOCAB and check_vocab_size(MAX_VOCAB) == MAX_VOCAB
+    assert check_vocab_size(np.int64(512)) == 512
+
+
+def test_json_round_trip_encodes_the_same(tok):
+    again = tokenizer_from_json(tok.to_json())
+    assert isinstance(again, BPETokenizer) and again.vocab_size == tok.vocab_size
+    np.testing.assert_array_equal(again.encode(TEXT), tok.encode(TEXT))
+    assert isinstance(tokenizer_from_json(CharTokenizer.from_text("abc").to_json()), CharTokenizer)
+
+
+def _spec(tok):
+    return json.loads(json.loads(tok.to_json())["bpe"])
+
+
+def _wrap(spec):
+    return json.dumps({"bpe": json.dumps(spec)})
+
+
+def _foreign_model(tok):
+    spec = _spec(tok)
+    spec["model"]["type"] = "WordPiece"
+    return _wrap(spec)
+
+
+def _char_pre_tokenizer(tok):
+    spec = _spec(tok)
+    spec["pre_tokenizer"] = {"type": "Whitespace"}
+    return _wrap(spec)
+
+
+def _malformed_merges(tok):
+    spec = _spec(tok)
+    spec["model"]["merges"] = 17
+    return _wrap(spec)
+
+
+def _gap_in_ids(tok):
+    spec = _spec(tok)
+    vocab = spec["model"]["vocab"]
+    vocab[next(iter(vocab))] = 10**6
+    return _wrap(spec)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tok: "not json", ["not JSON of the form"]),
+    (lambda tok: json.dumps({"bpe": 5}), ["not JSON of the form"]),
+    (lambda tok: json.dumps({"bpe": "{"}), ["not JSON of the form"]),
+    (lambda tok: json.dumps({"bpe": "[]"}), ["not a byte-level BPE"]),
+    (_foreign_model, ["not a byte-level BPE"]),
+    (_char_pre_tokenizer, ["not a byte-level BPE"]),
+    (_malformed_merges, ["unreadable"]),
+    (_gap_in_ids, ["gaps"]),
+    (lambda tok: tok.to_json()[: len(tok.to_json()) // 2], ["not JSON of the form"]),
+    (lambda tok: json.dumps({"bpe": "x" * (17 * 2**20)}), ["larger than"]),
+], ids=["text", "not-a-string", "truncated-inner", "inner-list", "wordpiece", "whitespace-split",
+        "bad-merges", "gaps", "truncated", "huge"])
+def test_a_damaged_or_foreign_tokenizer_is_refused_in_one_line(tok, make, words):
+    with pytest.raises(UserError) as e:
+        tokenizer_from_json(make(tok))
+    message = str(e.value)
+    assert "\n" not in message and "damaged or from another program" in message
+    assert all(w in message for w in words), message
+
+
+def _model(vocab_size):
+    return GPT(GPTConfig(vocab_size=vocab_size, n_layer=1, n_head=2, d_model=16, train_len=16))
+
+
+def test_a_checkpoint_keeps_its_bpe_tokenizer(tmp_path, tok):
+    save_checkpoint(tmp_path / "ckpt.npz", _model(tok.vocab_size), tok, {"step": 3})
+    model, again, state, _ = load_checkpoint(tmp_path)
+    assert isinstance(again, BPETokenizer) and state["step"] == 3
+    np.testing.assert_array_equal(again.encode(TEXT), tok.encode(TEXT))
+    with zipfile.ZipFile(tmp_path / "ckpt.npz") as archive:  # JSON text, no pickle
+        stored = np.load(archive.open("vocab.json.npy"), allow_pickle=False)
+    assert json.loads(str(stored)) == json.loads(tok.to_json())
+
+
+def _with_vocab(path, src, vocab_json):
+    """The checkpoint at src with its vocab.json replaced, written to path."""
+    with zipfile.ZipFile(src) as archive, zipfile.ZipFile(path, "w") as out:
+        for name in archive.namelist():
+            if name == "vocab.json.npy":
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.array(vocab_json), allow_pickle=False)
+                out.writestr(name, buf.getvalue())
+            else:
+                out.writestr(name, archive.read(name))
+    return path
+
+
+def test_a_checkpoint_with_a_bad_tokenizer_is_refused_by_load_and_by_the_cli(tmp_path, tok):
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, _model(tok.vocab_size), tok, {"step": 1})
+    bad = _with_vocab(tmp_path / "bad.npz", good, _foreign_model(tok))
+    with pytest.raises(UserError, match="not a byte-level BPE"):
+        load_checkpoint(bad)
+    assert_user_error(cli("sample", "--ckpt", bad), "bad.npz", "not a byte-level BPE")
+    # a tokenizer of another size than the model's embedding
+    other = _with_vocab(tmp_path / "other.npz", good, BPETokenizer.train(TEXT, 290).to_json())
+    assert_user_error(cli("sample", "--ckpt", other), "290 tokens", f"vocab_size={tok.vocab_size}")
