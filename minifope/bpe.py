@@ -57,6 +57,8 @@ class BPETokenizer:
     """encode(text) -> int64 ids, decode(ids) -> text, vocab_size, to_json / from_json:
     the interface of data.CharTokenizer, over byte-level BPE tokens."""
 
+    kind, unit = "bpe", "token"
+
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)

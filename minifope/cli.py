@@ -73,9 +73,29 @@ def cmd_sample(args):
 
     write(prompt)
     generate(model, ids, args.chars, temperature=args.temperature, top_k=args.top_k,
-             seed=args.seed, on_token=lambda token: write(tokenizer.decode(token)))
+             seed=args.seed, on_token=_streamer(tokenizer, write))
     write("\n")
     return 0
+
+
+def _streamer(tokenizer, write):
+    """on_token for generate: writes each new token's text. A byte-level BPE token may end
+    inside a character (its UTF-8 bytes split over tokens): the text decoded so far is written
+    up to such an unfinished end, which follows once its bytes are all there."""
+    import numpy as np
+
+    if tokenizer.kind == "char":
+        return lambda token: write(tokenizer.decode(token))
+    ids, done = [], [0]
+
+    def on_token(token):
+        ids.extend(int(i) for i in np.asarray(token).reshape(-1))
+        text = tokenizer.decode(ids)
+        finished = text.rstrip("\ufffd")
+        write(finished[done[0]:])
+        done[0] = len(finished)
+
+    return on_token
 
 
 def experiment_config(args, preset=None):
@@ -215,9 +235,10 @@ def build_parser():
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--ckpt", type=path, required=True, help="run folder (or .npz file) to load")
     p.add_argument("--prompt", help="text to continue (default: a newline)")
-    p.add_argument("--chars", type=natural, default=500, help="characters to generate")
+    p.add_argument("--chars", type=natural, default=500, help="tokens to generate: characters, or "
+                   "subword tokens for a model trained with --tokenizer bpe")
     p.add_argument("--temperature", type=nonnegative_float, default=0.8, help="0 means greedy")
-    p.add_argument("--top-k", type=positive_int, help="sample among the k most likely characters only")
+    p.add_argument("--top-k", type=positive_int, help="sample among the k most likely tokens only")
     p.add_argument("--seed", type=natural, default=0)
     add_threads_flag(p)
     p.set_defaults(run=cmd_sample)

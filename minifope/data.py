@@ -295,6 +295,8 @@ class CharTokenizer:
     `from_text` sorts the characters, so the same text always gives the same ids.
     """
 
+    kind, unit = "char", "character"
+
     def __init__(self, chars: str):
         if not chars or len(set(chars)) != len(chars):
             shown = chars if len(chars) <= 60 else chars[:60] + "..."

@@ -167,6 +167,9 @@ class ExperimentConfig:
             tc = TrainConfig(**self.train)
         except (TypeError, ValueError) as e:
             fail(str(e))
+        if tc.tokenizer != "char":
+            fail(f"tokenizer {tc.tokenizer!r}: the lab's texts, windows and passkey prompts are laid out "
+                 "in characters; subword tokens are not built into experiment yet")
         from .passkey import min_prompt_length
 
         need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1  # prompt and answer

@@ -113,7 +113,7 @@ MODEL_FLAGS = ("pe", "d_model", "n_layer", "n_head", "train_len", "dtype", "rope
                "rope_yarn_ramp", "rope_yarn_temperature", "rope_clip", "fope_clip")
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "grad_clip",
                "eval_interval", "eval_batches", "seed", "passkey_frac", "passkey_digits",
-               "passkey_loss", "micro_batches")  # and these are TrainConfig fields
+               "passkey_loss", "micro_batches", "tokenizer", "bpe_vocab")  # and these are TrainConfig fields
 
 
 def add_train_flags(p):
@@ -176,8 +176,14 @@ def add_train_flags(p):
     g.add_argument("--passkey-loss", choices=["all", "answer", "keys"], help="which targets of a "
                    "passkey row carry loss: all, answer, or keys (the answer and the needle's "
                    "second copy of the key)")
+    g = p.add_argument_group("tokens")
+    g.add_argument("--tokenizer", choices=["char", "bpe"], help="char: one token per character (the "
+                   "default); bpe: a byte-level BPE learned on the training text (bpe.py)")
+    g.add_argument("--bpe-vocab", type=positive_int, help="with --tokenizer bpe: its vocabulary size, "
+                   "256 bytes plus the merges (512)")
     p.add_argument("--sample-chars", type=natural, default=300,
-                   help="print a sample this long at the end (0: none)")
+                   help="print a sample of this many tokens at the end (characters, unless --tokenizer "
+                   "bpe; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -236,11 +242,15 @@ def finish_train(args, history, num_params, model, seed):
     from .checkpoint import checkpoint_path, load_checkpoint
     from .sample import generate
 
-    print(f"final validation loss {history['val_loss'][-1]:.4f} nats/char "
+    _, tokenizer, _, _ = load_checkpoint(checkpoint_path(args.out))
+    per = "char" if tokenizer.kind == "char" else "token"
+    print(f"final validation loss {history['val_loss'][-1]:.4f} nats/{per} "
           f"({num_params:,} parameters); checkpoint in {checkpoint_path(args.out)}")
     if args.sample_chars:
-        _, tokenizer, _, _ = load_checkpoint(checkpoint_path(args.out))
-        prompt = tokenizer.encode("\n")[None] if "\n" in tokenizer.chars else np.zeros((1, 1), np.int64)
+        try:
+            prompt = tokenizer.encode("\n")[None]
+        except UserError:  # a character vocabulary without a newline
+            prompt = np.zeros((1, 1), np.int64)
         ids = generate(model, prompt, args.sample_chars, temperature=0.8, seed=seed)
         print("\n--- sample ---" + tokenizer.decode(ids[0]))
 

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import is_finite_number, is_int
+from .bpe import BPETokenizer, check_vocab_size
 from .data import CharTokenizer, get_batch
 from .errors import UserError
 from .model import GPT
@@ -59,6 +60,8 @@ class TrainConfig:
     passkey_digits: int = 5
     passkey_loss: str = "all"  # 'answer': passkey rows carry loss on their answer only
     micro_batches: int = 2  # each batch as this many row blocks (at most batch_size) on threads: parallel.py
+    tokenizer: str = "char"  # 'char': one token per character; 'bpe': byte-level BPE (bpe.py)
+    bpe_vocab: int = 512  # with tokenizer='bpe': its tokens (256 bytes + merges), learned on the training text
 
     def __post_init__(self):
         if self.warmup is None and is_int(self.steps):
@@ -89,7 +92,18 @@ class TrainConfig:
             raise ValueError(f"passkey_digits must be an integer in 1..9, got {self.passkey_digits!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 turns clipping off)")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        try:
+            check_vocab_size(self.bpe_vocab)
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        if self.tokenizer == "bpe" and self.passkey_frac > 0:
+            raise ValueError("passkey rows are laid out in characters (passkey.py): with tokenizer='bpe' "
+                             "train without them (passkey_frac 0); passkey in tokens is not built yet")
 
+
+TOKENIZERS = ("char", "bpe")
 
 # On --resume these may differ from the checkpoint: steps (train further), how often to
 # evaluate and log, and what a diverging run needs to go on (a lower rate or a tighter clip).
@@ -299,12 +313,18 @@ def prepare_run(model_config, tc, folder, train_text, val_text, *, resume=False,
             model, tokenizer = init_model_from(init_from, dataclasses.replace(model_config, seed=tc.seed))
             init_from = str(init_from)
         else:
+            if tokenizer is None and tc.tokenizer == "bpe":
+                tokenizer = BPETokenizer.train(train_text, tc.bpe_vocab)
             extra = passkey_chars() if tc.passkey_frac > 0 else ""
             tokenizer = tokenizer or CharTokenizer.from_text(train_text + val_text + extra)
             config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, seed=tc.seed)
             check_memory(config)
             model = GPT(config)
 
+    if tokenizer.kind != tc.tokenizer:
+        source = ckpt if resume else init_from
+        raise UserError(f"{source} reads {tokenizer.kind} tokens, not {tc.tokenizer} ones: "
+                        f"drop --tokenizer, or train from scratch into a new --out")
     T = model.config.train_len
     train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if round(tc.passkey_frac * tc.batch_size):
@@ -316,8 +336,8 @@ def prepare_run(model_config, tc, folder, train_text, val_text, *, resume=False,
             raise UserError(f"passkey prompts need train_len >= {need}; it is {T}")
     for name, data in (("training", train_data), ("validation", val_data)):
         if len(data) < T + 1:
-            raise UserError(f"the {name} text has {len(data)} characters; train_len={T} needs at "
-                            f"least {T + 1}. Use a longer text or a smaller --train-len")
+            raise UserError(f"the {name} text has {len(data)} {tokenizer.unit}s; train_len={T} needs "
+                            f"at least {T + 1}. Use a longer text or a smaller --train-len")
     return Run(model, tokenizer, train_data, val_data, step, rng, data_name, sha, init_from,
                optim_state, records)
 

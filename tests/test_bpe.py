@@ -164,3 +164,86 @@ def test_a_checkpoint_with_a_bad_tokenizer_is_refused_by_load_and_by_the_cli(tmp
     # a tokenizer of another size than the model's embedding
     other = _with_vocab(tmp_path / "other.npz", good, BPETokenizer.train(TEXT, 290).to_json())
     assert_user_error(cli("sample", "--ckpt", other), "290 tokens", f"vocab_size={tok.vocab_size}")
+
+
+# --- training with subword tokens -------------------------------------------------------------
+
+from helpers import TINY_FLAGS  # noqa: E402
+from minifope.experiment import ExperimentConfig  # noqa: E402
+from minifope.loop import TrainConfig  # noqa: E402
+from minifope.train import train  # noqa: E402
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(tokenizer="word"), ["tokenizer must be one of char, bpe"]),
+    (dict(tokenizer="bpe", bpe_vocab=100), ["BPE vocabulary size"]),
+    (dict(bpe_vocab=True), ["BPE vocabulary size"]),
+    (dict(tokenizer="bpe", passkey_frac=0.5), ["passkey rows are laid out in characters"]),
+])
+def test_train_config_refuses_bad_tokenizer_settings(fields, words):
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**fields)
+    assert all(w in str(e.value) for w in words)
+
+
+def test_the_python_api_trains_on_subword_tokens_and_keeps_the_tokenizer(tmp_path):
+    cfg = GPTConfig(n_layer=1, n_head=2, d_model=16, train_len=16)
+    tc = TrainConfig(steps=2, batch_size=2, eval_interval=2, eval_batches=1, tokenizer="bpe", bpe_vocab=280)
+    model, history = train(cfg, TEXT, TEXT[:400], tc, out_dir=tmp_path, progress=False)[:2]
+    assert model.config.vocab_size == 280 and np.isfinite(history["val_loss"][-1])
+    _, tokenizer, state, _ = load_checkpoint(tmp_path)
+    assert isinstance(tokenizer, BPETokenizer) and tokenizer.vocab_size == 280
+    assert state["train_config"]["tokenizer"] == "bpe"
+    np.testing.assert_array_equal(tokenizer.encode(TEXT), BPETokenizer.train(TEXT, 280).encode(TEXT))
+
+
+def test_experiment_refuses_subword_tokens_until_the_lab_reads_them():
+    ec = ExperimentConfig(variants=["rope"], seeds=1, train=dict(steps=2, tokenizer="bpe"),
+                          passkey_multipliers=[])
+    with pytest.raises(UserError, match="not built into experiment yet"):
+        ec.check()
+
+
+@pytest.fixture(scope="module")
+def bpe_run(tmp_path_factory):
+    """A tiny CLI run with --tokenizer bpe on a text file: (folder, data file, the train result)."""
+    folder = tmp_path_factory.mktemp("bpe_run")
+    data = folder / "text.txt"
+    data.write_text(TEXT * 3 + "caf\u00e9 cr\u00e8me br\u00fbl\u00e9e\n" * 50)
+    out = folder / "run"
+    result = cli("train", "--data", data, "--out", out, "--steps", "3", "--tokenizer", "bpe",
+                 "--bpe-vocab", "300", *TINY_FLAGS[:-2], "--sample-chars", "20")
+    return out, data, result
+
+
+def test_the_cli_trains_on_subword_tokens_and_samples_text_from_them(bpe_run):
+    out, _, result = bpe_run
+    assert result.returncode == 0, result.stderr
+    assert "nats/token" in result.stdout and "--- sample ---" in result.stdout
+    _, tokenizer, _, _ = load_checkpoint(out)
+    assert isinstance(tokenizer, BPETokenizer) and tokenizer.vocab_size == 300
+    sample = cli("sample", "--ckpt", out, "--prompt", "caf\u00e9 ", "--chars", "30", "--seed", "1")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("caf\u00e9 ") and len(sample.stdout) > len("caf\u00e9 \n")
+
+
+def test_resuming_or_starting_from_a_run_with_another_tokenizer_is_refused(bpe_run, tmp_path):
+    out, data, _ = bpe_run
+    assert_user_error(cli("train", "--data", data, "--out", out, "--resume", "--steps", "4",
+                          "--tokenizer", "char", *TINY_FLAGS), "tokenizer: checkpoint 'bpe', asked 'char'")
+    char_run = tmp_path / "char"
+    assert cli("train", "--data", data, "--out", char_run, "--steps", "2", *TINY_FLAGS).returncode == 0
+    assert_user_error(cli("train", "--data", data, "--out", tmp_path / "new", "--init-from", char_run,
+                          "--steps", "2", "--tokenizer", "bpe", *TINY_FLAGS), "reads char tokens, not bpe ones")
+
+
+def test_a_streamed_sample_holds_back_a_character_split_over_tokens(tok):
+    from minifope.cli import _streamer
+
+    written = []
+    on_token = _streamer(tok, written.append)
+    ids = tok.encode("caf\u00e9 \u00e9t\u00e9")
+    assert sum(tok.token_text(i) == "\ufffd" for i in ids) >= 2  # accents split into byte tokens
+    for i in ids:
+        on_token(np.array([i]))
+    assert "".join(written) == "caf\u00e9 \u00e9t\u00e9" and "\ufffd" not in "".join(written)
