@@ -202,15 +202,13 @@ def mechanism_markdown(summary, N):
 
 def plot_mechanism(summary, path):
     """Leakage share and drift by block, one line per variant, trained (solid) and init (dotted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: nothing global, no backend to choose
 
     from .lengthgen import legend_outside
 
     gains = {label: e["surgery_gain"] for label, e in summary.items() if "surgery_gain" in e}
-    fig, axes = plt.subplots(1, 4 if gains else 3, figsize=(20 if gains else 15, 4))
+    fig = Figure(figsize=(20 if gains else 15, 4))
+    axes = fig.subplots(1, 4 if gains else 3)
     for label, e in summary.items():
         blocks = np.arange(len(e["blocks"]))
         for ax, get in ((axes[0], lambda b: e["blocks"][b]["q"]["positional_share"]),
@@ -240,7 +238,6 @@ def plot_mechanism(summary, path):
         ax.set_title("clip surgery: loss gain (> 0: it helps)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def run_lab_mechanism(ec, out, dest=None, windows=256, drift_windows=32, progress=print):
