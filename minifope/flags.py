@@ -230,6 +230,8 @@ def train_configs(args):
     if "rope_scaling" in given and given["rope_scaling"] == "none" and "rope_scale" not in given:
         model_fields["rope_scale"] = 1.0  # turning the scaling off turns its factor off too
     train_fields.update({k: v for k, v in given.items() if k in TRAIN_FLAGS})
+    if "bpe_vocab" in given and train_fields["tokenizer"] != "bpe":
+        raise UserError("--bpe-vocab only takes effect with --tokenizer bpe")
     model_fields["seed"] = train_fields["seed"]
     return checked(GPTConfig, **model_fields), checked(TrainConfig, **train_fields), data
 

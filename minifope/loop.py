@@ -41,6 +41,9 @@ from .model import GPT
 from .runfolder import notice
 
 
+BPE_VOCAB = 512
+
+
 @dataclass
 class TrainConfig:
     """How to train. The defaults train the default model on a 2-core laptop in minutes."""
@@ -61,7 +64,7 @@ class TrainConfig:
     passkey_loss: str = "all"  # 'answer': passkey rows carry loss on their answer only
     micro_batches: int = 2  # each batch as this many row blocks (at most batch_size) on threads: parallel.py
     tokenizer: str = "char"  # 'char': one token per character; 'bpe': byte-level BPE (bpe.py)
-    bpe_vocab: int = 512  # with tokenizer='bpe': its tokens (256 bytes + merges), learned on the training text
+    bpe_vocab: int = BPE_VOCAB  # with tokenizer='bpe': its tokens (256 bytes + merges), learned on the training text
 
     def __post_init__(self):
         if self.warmup is None and is_int(self.steps):

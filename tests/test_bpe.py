@@ -177,13 +177,19 @@ from minifope.train import train  # noqa: E402
 @pytest.mark.parametrize("fields, words", [
     (dict(tokenizer="word"), ["tokenizer must be one of char, bpe"]),
     (dict(tokenizer="bpe", bpe_vocab=100), ["BPE vocabulary size"]),
-    (dict(bpe_vocab=True), ["BPE vocabulary size"]),
+    (dict(tokenizer="bpe", bpe_vocab=True), ["BPE vocabulary size"]),
     (dict(tokenizer="bpe", passkey_frac=0.5), ["passkey rows are laid out in characters"]),
 ])
 def test_train_config_refuses_bad_tokenizer_settings(fields, words):
     with pytest.raises(ValueError) as e:
         TrainConfig(**fields)
     assert all(w in str(e.value) for w in words)
+
+
+def test_a_bpe_vocabulary_without_the_bpe_tokenizer_is_refused_as_ignored(tmp_path):
+    assert_user_error(cli("train", "--bpe-vocab", "1024", "--out", tmp_path / "x", *TINY_FLAGS),
+                      "--bpe-vocab only takes effect with --tokenizer bpe")
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_python_api_trains_on_subword_tokens_and_keeps_the_tokenizer(tmp_path):
