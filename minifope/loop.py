@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import is_finite_number, is_int
 from .bpe import BPETokenizer, check_vocab_size
+from .config import is_finite_number, is_int
 from .data import CharTokenizer, get_batch
 from .errors import UserError
 from .model import GPT
@@ -325,9 +325,11 @@ def prepare_run(model_config, tc, folder, train_text, val_text, *, resume=False,
             model = GPT(config)
 
     if tokenizer.kind != tc.tokenizer:
-        source = ckpt if resume else init_from
-        raise UserError(f"{source} reads {tokenizer.kind} tokens, not {tc.tokenizer} ones: "
-                        f"drop --tokenizer, or train from scratch into a new --out")
+        if resume or init_from is not None:
+            raise UserError(f"{ckpt if resume else init_from} reads {tokenizer.kind} tokens, not "
+                            f"{tc.tokenizer} ones: drop --tokenizer, or train from scratch into a new --out")
+        raise UserError(f"the tokenizer given reads {tokenizer.kind} tokens, but the training config "
+                        f"asks for {tc.tokenizer!r} ones")
     T = model.config.train_len
     train_data, val_data = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if round(tc.passkey_frac * tc.batch_size):

@@ -203,6 +203,12 @@ def test_the_python_api_trains_on_subword_tokens_and_keeps_the_tokenizer(tmp_pat
     np.testing.assert_array_equal(tokenizer.encode(TEXT), BPETokenizer.train(TEXT, 280).encode(TEXT))
 
 
+def test_a_tokenizer_passed_to_train_must_be_the_kind_the_config_asks_for(tok):
+    cfg = GPTConfig(n_layer=1, n_head=2, d_model=16, train_len=16)
+    with pytest.raises(UserError, match="tokenizer given reads bpe tokens, but the training config asks for 'char'"):
+        train(cfg, TEXT, TEXT[:400], TrainConfig(steps=1), tokenizer=tok, progress=False)
+
+
 def test_experiment_refuses_subword_tokens_until_the_lab_reads_them():
     ec = ExperimentConfig(variants=["rope"], seeds=1, train=dict(steps=2, tokenizer="bpe"),
                           passkey_multipliers=[])
