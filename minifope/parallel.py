@@ -68,7 +68,7 @@ def set_threads(n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     _settings["threads"] = n
-    _blas_limit(n)
+    _blas(refresh=True).limit(limits=n, user_api="blas")
 
 
 @contextlib.contextmanager
@@ -121,9 +121,11 @@ def map_parts(fn, items):
         return list(pool.map(part, items))
 
 
-def _blas():
+def _blas(refresh=False):
+    # the BLAS libraries loaded so far; refresh=True looks again (scipy, say, may load its own
+    # after the first look), cheap enough for set_threads, too slow for every parallel_map
     global _controller
-    if _controller is None:
+    if _controller is None or refresh:
         _controller = ThreadpoolController()
     return _controller
 
