@@ -95,10 +95,6 @@ class BPETokenizer:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
         return self._tokenizer.decode(ids.tolist(), skip_special_tokens=False)
 
-    def token_text(self, i):
-        """The text of token i alone (what it adds when decoded after whole characters)."""
-        return self.decode([i])
-
     def to_json(self):
         return json.dumps({"bpe": self._tokenizer.to_str()})
 

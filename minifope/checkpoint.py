@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bpe import BPETokenizer, tokenizer_from_json
+from .bpe import tokenizer_from_json
 from .config import GPTConfig
 from .errors import UserError
 from .model import GPT
@@ -152,8 +152,7 @@ def load_checkpoint(path):
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
         if tokenizer.vocab_size != config.vocab_size:
-            unit = "tokens" if isinstance(tokenizer, BPETokenizer) else "characters"
-            raise UserError(f"{path}: the vocabulary has {tokenizer.vocab_size} {unit} but the "
+            raise UserError(f"{path}: the vocabulary has {tokenizer.vocab_size} {tokenizer.unit}s but the "
                             f"config says vocab_size={config.vocab_size}; the checkpoint is corrupt")
         expected = _check_tensor_entries(entries, config, path)
         for key, (shape, dtypes) in expected.items():

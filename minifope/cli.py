@@ -80,20 +80,18 @@ def cmd_sample(args):
 
 def _streamer(tokenizer, write):
     """on_token for generate: writes each new token's text. A byte-level BPE token may end
-    inside a character (its UTF-8 bytes split over tokens): the text decoded so far is written
-    up to such an unfinished end, which follows once its bytes are all there."""
-    import numpy as np
-
+    inside a character (its UTF-8 bytes split over tokens): such tokens wait until the
+    character is whole, then go out together."""
     if tokenizer.kind == "char":
         return lambda token: write(tokenizer.decode(token))
-    ids, done = [], [0]
+    pending = []  # ids after the last whole character written
 
     def on_token(token):
-        ids.extend(int(i) for i in np.asarray(token).reshape(-1))
-        text = tokenizer.decode(ids)
-        finished = text.rstrip("\ufffd")
-        write(finished[done[0]:])
-        done[0] = len(finished)
+        pending.extend(int(i) for i in token)
+        text = tokenizer.decode(pending)
+        if not text.endswith("\ufffd"):
+            write(text)
+            pending.clear()
 
     return on_token
 

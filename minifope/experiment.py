@@ -922,9 +922,10 @@ def markdown_table(summary):
                        + " |")
         out += ["", "**Passkey accuracy by (length, needle distance)**: distance = characters from "
                 "the key's first digit in the needle to the end of the prompt", ""]
+        by_distance = {label: {L: dict(zip(d, c)) for L, d, c in zip(pk["lengths"], pk["distances"], pk["cells"])}
+                       for label, pk in with_pk.items()}
         for L in pk_lengths:
-            at_L = {label: dict(zip(pk["distances"][pk["lengths"].index(L)], pk["cells"][pk["lengths"].index(L)]))
-                    for label, pk in with_pk.items() if L in pk["lengths"]}
+            at_L = {label: cells[L] for label, cells in by_distance.items() if L in cells}
             distances = sorted({d for cells in at_L.values() for d in cells})
             head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in distances]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1071,9 +1072,10 @@ def write_report(summary, out):
             ax.set_xlabel("needle distance (characters)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("passkey accuracy")
-        handles = {}  # every variant, though continued runs are not in the first panels
+        handles = {}  # label -> line, from every panel: continued runs are not in the first ones
         for ax in axes:
-            handles.update(zip(*ax.get_legend_handles_labels()[::-1]))
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
         legend_outside(axes[-1], handles=list(handles.values()), labels=list(handles))
         fig.suptitle(f"passkey accuracy by needle distance ({interval}; dashed: N)")
         fig.tight_layout()

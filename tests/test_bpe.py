@@ -7,13 +7,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers import assert_user_error, cli
+from helpers import TINY_FLAGS, assert_user_error, cli
 from minifope.bpe import MAX_VOCAB, MIN_VOCAB, BPETokenizer, check_vocab_size, tokenizer_from_json
 from minifope.checkpoint import load_checkpoint, save_checkpoint
 from minifope.config import GPTConfig
 from minifope.data import CharTokenizer
 from minifope.errors import UserError
+from minifope.experiment import ExperimentConfig
+from minifope.loop import TrainConfig
 from minifope.model import GPT
+from minifope.train import train
 
 TEXT = ("KING RICHARD:\nNow is the winter of our discontent\nMade glorious summer by this sun of York;\n"
         "The pass key is 12345. Remember it. 12345 is the pass key.\n") * 40
@@ -33,7 +36,7 @@ def test_training_gives_the_asked_vocabulary_and_the_same_tokenizer_twice(tok):
 def test_merges_put_several_characters_in_a_token(tok):
     ids = tok.encode(TEXT)
     assert len(ids) < len(TEXT) / 2  # the text repeats: frequent words become single tokens
-    assert max(len(tok.token_text(i)) for i in ids) >= 4
+    assert max(len(tok.decode([i])) for i in ids) >= 4
 
 
 @pytest.mark.parametrize("text", ["", "a", TEXT, "new words, never seen: zebra quixotic\n\n\n  x",
@@ -168,10 +171,6 @@ def test_a_checkpoint_with_a_bad_tokenizer_is_refused_by_load_and_by_the_cli(tmp
 
 # --- training with subword tokens -------------------------------------------------------------
 
-from helpers import TINY_FLAGS  # noqa: E402
-from minifope.experiment import ExperimentConfig  # noqa: E402
-from minifope.loop import TrainConfig  # noqa: E402
-from minifope.train import train  # noqa: E402
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -255,7 +254,7 @@ def test_a_streamed_sample_holds_back_a_character_split_over_tokens(tok):
     written = []
     on_token = _streamer(tok, written.append)
     ids = tok.encode("caf\u00e9 \u00e9t\u00e9")
-    assert sum(tok.token_text(i) == "\ufffd" for i in ids) >= 2  # accents split into byte tokens
+    assert sum(tok.decode([i]) == "\ufffd" for i in ids) >= 2  # accents split into byte tokens
     for i in ids:
         on_token(np.array([i]))
     assert "".join(written) == "caf\u00e9 \u00e9t\u00e9" and "\ufffd" not in "".join(written)
