@@ -101,9 +101,6 @@ class TrainConfig:
             check_vocab_size(self.bpe_vocab)
         except UserError as e:
             raise ValueError(str(e)) from None
-        if self.tokenizer == "bpe" and self.passkey_frac > 0:
-            raise ValueError("passkey rows are laid out in characters (passkey.py): with tokenizer='bpe' "
-                             "train without them (passkey_frac 0); passkey in tokens is not built yet")
 
 
 TOKENIZERS = ("char", "bpe")
@@ -336,9 +333,9 @@ def prepare_run(model_config, tc, folder, train_text, val_text, *, resume=False,
         from .passkey import min_prompt_length
 
         tokenizer.encode(passkey_chars())  # names any character the vocabulary lacks
-        need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1
+        need = min_prompt_length(tc.passkey_digits, tokenizer=tokenizer) + tc.passkey_digits + 1
         if T < need:
-            raise UserError(f"passkey prompts need train_len >= {need}; it is {T}")
+            raise UserError(f"passkey prompts need train_len >= {need} {tokenizer.unit}s; it is {T}")
     for name, data in (("training", train_data), ("validation", val_data)):
         if len(data) < T + 1:
             raise UserError(f"the {name} text has {len(data)} {tokenizer.unit}s; train_len={T} needs "

@@ -1,4 +1,4 @@
-"""Passkey retrieval at character level (fope-spec section 6), scaled to short windows.
+"""Passkey retrieval in characters or subword tokens (fope-spec section 6), scaled to short windows.
 
 The prompt is the landmark-attention format the FoPE authors evaluated with: five parts
 joined by newlines, as their generator joins its five lines,
@@ -41,6 +41,13 @@ adds one, up to the whole prompt but the task line (max_distance). make_prompt_a
 builds such a prompt, distance_grid chooses the distances of a window, and
 passkey_by_distance scores a fresh key per prompt at every (length, distance).
 
+Tokens: everything above counts characters, the default. With a BPE tokenizer the same
+parts are joined as token ids and every length and distance counts tokens (Layout says how
+a key is written one digit per token, so every prompt of a length has one layout); the
+answer is read back as text. The functions on strings (make_prompt, ...) are in characters;
+the ones that take a tokenizer (passkey_examples, retrieved, passkey_by_distance, ...)
+count in its units.
+
 Keys: the authors draw 1..50000, so their keys have 1 to 5 digits. Here a key has exactly
 `key_digits` digits, uniform over 10^(key_digits-1) .. 10^key_digits - 1 (10000..99999 for
 5 digits), so every prompt of one length has the same layout and every answer the same
@@ -64,6 +71,7 @@ QUESTION = "What is the pass key? The pass key is"
 
 _NUMBER = re.compile(r"[0-9]+")
 KEY_OFFSET = NEEDLE.index("{key}")  # the key's first digit within the needle
+_UNSET = object()
 
 # The lab's prompts: the probe set, scored during training, has keys of its own (drawn from
 # PROBE_SEED, then never drawn for an evaluation prompt); the evaluation draws a fresh key
@@ -77,17 +85,121 @@ def _check_key_digits(key_digits):
         raise UserError(f"key_digits must be a positive integer, got {key_digits!r}")
 
 
-def min_prompt_length(key_digits=5, task=TASK):
-    """The shortest prompt (characters) that holds the fixed parts: no filler at all."""
-    _check_key_digits(key_digits)
-    needle = NEEDLE.format(key="0" * key_digits)
-    return len(task) + len(needle) + len(QUESTION) + 4  # 4 newlines between the 5 parts
+class Layout:
+    """A passkey prompt's parts as the ids of one tokenizer, and the lengths they give.
+
+    Every length and distance of a Layout counts the tokenizer's units: characters for
+    data.CharTokenizer, tokens for a bpe.BPETokenizer; Layout(None) counts characters and
+    its ids are the characters' code points (what make_prompt and the other functions on
+    strings use). The prompt is the parts' ids joined,
+
+        enc(task) nl filler[:a] nl enc(BEFORE) key enc(MIDDLE) key enc(AFTER) nl filler[:b] nl enc(QUESTION)
+
+    with nl = enc("\\n"), key = enc(" ") + one id per digit, NEEDLE = BEFORE + " {key}" +
+    MIDDLE + " {key}" + AFTER, and filler = enc(FILLER) + enc(" " + FILLER) + enc(" " + FILLER)
+    + ... cut to a or b ids. With characters this is exactly the module docstring's string.
+    With BPE tokens two choices keep the layout the same for every key:
+
+    - a key is written one digit per token, after a token of its own for the space, as the
+      Llama tokenizer the FoPE authors used writes numbers; byte-level BPE would merge a
+      digit run into tokens whose count depends on the key. So a key takes key_digits + 1
+      tokens and the answer " NNNNN." key_digits + 2, whatever the key;
+    - no token spans two parts, so a filler part holds exactly a or b tokens and a needle
+      distance is exact in tokens (a cut filler may end inside a word, as it does in
+      characters). Decoding the ids gives back the prompt's text.
+    """
+
+    def __init__(self, tokenizer=None, key_digits=5, task=TASK):
+        _check_key_digits(key_digits)
+        self.tokenizer, self.key_digits, self.task = tokenizer, key_digits, task
+        before, middle, after = NEEDLE.split(" {key}")
+        self.task_ids, self.question = self.encode(task), self.encode(QUESTION)
+        self.before, self.middle, self.after = self.encode(before), self.encode(middle), self.encode(after)
+        self.nl, self.space, self.period = (self._one(c) for c in ("\n", " ", "."))
+        self.digits = np.array([self._one(str(d)) for d in range(10)])
+        self.filler_head, self.filler_tail = self.encode(FILLER), self.encode(" " + FILLER)
+        self.needle_length = len(self.before) + len(self.middle) + len(self.after) + 2 * (key_digits + 1)
+        self.key_offset = len(self.before) + 1  # the key's first digit within the needle
+        # the shortest prompt (no filler at all) and the distance of a needle with no filler after it
+        self.min_prompt_length = len(self.task_ids) + self.needle_length + len(self.question) + 4
+        self.min_distance = self.needle_length - self.key_offset + 2 + len(self.question)
+
+    def encode(self, text):
+        if self.tokenizer is None:
+            return np.array([ord(c) for c in text], dtype=np.int64)
+        return np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+
+    def _one(self, char):
+        ids = self.encode(char)
+        if len(ids) != 1:  # a byte-level BPE has a token for every byte; a vocabulary of characters too
+            raise UserError(f"the tokenizer writes {char!r} as {len(ids)} tokens, not one: passkey "
+                            "prompts need one token for each digit, the space, the period and the newline")
+        return int(ids[0])
+
+    def text(self, ids):
+        """The text of ids: the characters of code points for Layout(None), else the tokenizer's decode."""
+        if self.tokenizer is None:
+            return "".join(map(chr, ids))
+        return self.tokenizer.decode(ids)
+
+    def filler(self, n):
+        """The first n ids of FILLER + " " + FILLER + " " + ..."""
+        repeats = max(0, n - len(self.filler_head)) // len(self.filler_tail) + 1
+        return np.concatenate([self.filler_head, *[self.filler_tail] * repeats])[:n]
+
+    def key(self, key):
+        key = str(key)
+        if not _NUMBER.fullmatch(key):
+            raise UserError(f"a pass key is a string of digits, got {key!r}")
+        if len(key) != self.key_digits:
+            raise UserError(f"a pass key of {len(key)} digits in a layout for {self.key_digits}-digit keys")
+        return np.array([self.space, *self.digits[[int(d) for d in key]]], dtype=np.int64)
+
+    def answer(self, key):
+        """The ids of " " + key + ".", what should follow the prompt."""
+        return np.append(self.key(key), self.period)
+
+    def max_distance(self, length):
+        """The distance of a needle right after the task line in a prompt of `length`."""
+        return self.min_distance + length - self.min_prompt_length
+
+    def prompt(self, length, key, *, depth=_UNSET, distance=_UNSET):
+        """(ids, needle_start, key_start): a prompt of exactly `length` ids whose needle starts
+        at needle_start and whose key's first digit is at key_start, placed either at `depth`
+        (a fraction of the filler before the needle) or at `distance` (length - key_start)."""
+        if (depth is _UNSET) == (distance is _UNSET):
+            raise ValueError("give the needle's depth or its distance, one of them")
+        key_ids = self.key(key)
+        if length < self.min_prompt_length:
+            raise UserError(f"a passkey prompt of {length} {self.unit}s is too short: with a "
+                            f"{self.key_digits}-digit key and a {len(self.task_ids)}-{self.unit} task "
+                            f"line it needs at least {self.min_prompt_length}")
+        n_filler = length - self.min_prompt_length
+        if depth is not _UNSET:
+            if not 0 <= depth <= 1:
+                raise UserError(f"depth is a fraction of the filler in [0, 1], got {depth}")
+            before = round(depth * n_filler)
+        else:
+            low, high = self.min_distance, self.max_distance(length)
+            if not (isinstance(distance, (int, np.integer)) and low <= distance <= high):
+                raise UserError(f"a needle distance in a {length}-{self.unit} prompt must be an integer "
+                                f"in {low}..{high}, got {distance!r}")
+            before = n_filler - (distance - low)
+        nl = [self.nl]
+        ids = np.concatenate([self.task_ids, nl, self.filler(before), nl, self.before, key_ids, self.middle,
+                              key_ids, self.after, nl, self.filler(n_filler - before), nl, self.question])
+        needle_start = len(self.task_ids) + 1 + before + 1
+        return ids, needle_start, needle_start + self.key_offset
+
+    @property
+    def unit(self):
+        return "character" if self.tokenizer is None else self.tokenizer.unit
 
 
-def _filler(n):
-    """The first n characters of FILLER + " " + FILLER + " " + ..."""
-    repeats = n // (len(FILLER) + 1) + 1
-    return " ".join([FILLER] * repeats)[:n]
+def min_prompt_length(key_digits=5, task=TASK, tokenizer=None):
+    """The shortest prompt that holds the fixed parts, no filler at all: in characters, or in
+    the tokenizer's units (Layout)."""
+    return Layout(tokenizer, key_digits, task).min_prompt_length
 
 
 def make_prompt(length, depth, key, task=TASK):
@@ -96,20 +208,16 @@ def make_prompt(length, depth, key, task=TASK):
 
     needle_start = len(task) + 1 + round(depth * F) + 1, F the filler characters in all.
     """
+    layout = Layout(None, len(_key(key)), task)
+    ids, needle_start, _ = layout.prompt(length, key, depth=depth)
+    return layout.text(ids), needle_start
+
+
+def _key(key):
     key = str(key)
     if not _NUMBER.fullmatch(key):
         raise UserError(f"a pass key is a string of digits, got {key!r}")
-    if not 0 <= depth <= 1:
-        raise UserError(f"depth is a fraction of the filler in [0, 1], got {depth}")
-    minimum = min_prompt_length(len(key), task)
-    if length < minimum:
-        raise UserError(f"a passkey prompt of {length} characters is too short: with a "
-                        f"{len(key)}-digit key and a {len(task)}-character task line it needs "
-                        f"at least {minimum}")
-    n_filler = length - minimum
-    before = round(depth * n_filler)
-    parts = [task, _filler(before), NEEDLE.format(key=key), _filler(n_filler - before), QUESTION]
-    return "\n".join(parts), len(task) + 1 + before + 1
+    return key
 
 
 def draw_keys(rng, n, key_digits=5, exclude=()):
@@ -140,15 +248,14 @@ def probe_keys(key_digits=5):
     return draw_keys(np.random.default_rng(PROBE_SEED), PROBE_PROMPTS, key_digits)
 
 
-def min_distance(key_digits=5):
+def min_distance(key_digits=5, tokenizer=None):
     """The distance of a needle with no filler after it (see the module docstring)."""
-    _check_key_digits(key_digits)
-    return len(NEEDLE.format(key="0" * key_digits)) - KEY_OFFSET + 2 + len(QUESTION)
+    return Layout(tokenizer, key_digits).min_distance
 
 
-def max_distance(length, key_digits=5, task=TASK):
-    """The distance of a needle right after the task line in a prompt of `length` characters."""
-    return min_distance(key_digits) + length - min_prompt_length(key_digits, task)
+def max_distance(length, key_digits=5, task=TASK, tokenizer=None):
+    """The distance of a needle right after the task line in a prompt of `length`."""
+    return Layout(tokenizer, key_digits, task).max_distance(length)
 
 
 def make_prompt_at_distance(length, distance, key, task=TASK):
@@ -158,30 +265,24 @@ def make_prompt_at_distance(length, distance, key, task=TASK):
     distance = min_distance + b, b the filler characters after the needle; the filler before
     it takes the rest. Any distance in min_distance .. max_distance(length) is allowed.
     """
-    key = str(key)
-    if not _NUMBER.fullmatch(key):
-        raise UserError(f"a pass key is a string of digits, got {key!r}")
-    low, high = min_distance(len(key)), max_distance(length, len(key), task)
-    if not (isinstance(distance, (int, np.integer)) and low <= distance <= high):
-        raise UserError(f"a needle distance in a {length}-character prompt must be an integer in "
-                        f"{low}..{high}, got {distance!r}")
-    after = distance - low
-    n_filler = length - min_prompt_length(len(key), task)
-    parts = [task, _filler(n_filler - after), NEEDLE.format(key=key), _filler(after), QUESTION]
-    return "\n".join(parts), len(task) + 1 + n_filler - after + 1 + KEY_OFFSET
+    layout = Layout(None, len(_key(key)), task)
+    ids, _, key_start = layout.prompt(length, key, distance=distance)
+    return layout.text(ids), key_start
 
 
-def distance_range(length, key_digits=5, task=TASK):
+def distance_range(length, key_digits=5, task=TASK, tokenizer=None):
     """(shortest, longest) needle distance in a window of `length`: min_distance and the
     whole prompt but its task line."""
-    return min_distance(key_digits), max_distance(prompt_length(length, key_digits), key_digits, task)
+    layout = Layout(tokenizer, key_digits, task)
+    return layout.min_distance, layout.max_distance(prompt_length(length, key_digits))
 
 
-def distance_grid(length, train_len, key_digits=5, task=TASK):
+def distance_grid(length, train_len, key_digits=5, task=TASK, tokenizer=None):
     """The needle distances scored in a window of `length`: the shortest (min_distance), each
     of N/2, N, 2N, 4N, ... that lies between, and the longest (the whole prompt but its task
-    line), so every length has distances below N and one as far as the window allows."""
-    low, high = distance_range(length, key_digits, task)
+    line), so every length has distances below N and one as far as the window allows.
+    Characters, or the tokenizer's units."""
+    low, high = distance_range(length, key_digits, task, tokenizer)
     middle, d = [], max(1, train_len // 2)
     while d < high:
         if d > low:
@@ -194,9 +295,9 @@ def retrieved(model, tokenizer, length, distances, keys, task=TASK):
     """(len(keys),) bool: whether the greedy answer's first number is the key, for prompts in a
     window of `length` with key i at distances[i]. One batch through the KV cache."""
     key_digits = len(keys[0])
+    layout = Layout(tokenizer, key_digits, task)
     prompt_len = prompt_length(length, key_digits)
-    prompts = [make_prompt_at_distance(prompt_len, int(d), key, task)[0] for d, key in zip(distances, keys)]
-    idx = tokenizer.encode("".join(prompts)).reshape(len(keys), prompt_len)
+    idx = np.stack([layout.prompt(prompt_len, key, distance=int(d))[0] for d, key in zip(distances, keys)])
     out = generate(model, idx, key_digits + 2, temperature=0, window=length)
     return np.array([first_number(tokenizer.decode(row)) == k for row, k in zip(out[:, prompt_len:], keys)])
 
@@ -205,7 +306,7 @@ def probe_accuracy(model, tokenizer, train_len, key_digits=5, task=TASK):
     """Passkey accuracy at N on the probe set: PROBE_PROMPTS prompts with probe_keys(), their
     distances evenly spread from the shortest to the longest. What the lab logs during training."""
     keys = probe_keys(key_digits)
-    low, high = distance_range(train_len, key_digits, task)
+    low, high = distance_range(train_len, key_digits, task, tokenizer)
     distances = np.round(np.linspace(low, high, len(keys))).astype(int)
     return float(retrieved(model, tokenizer, train_len, distances, keys, task).mean())
 
@@ -220,7 +321,7 @@ def passkey_by_distance(model, tokenizer, lengths, train_len, prompts, seed, key
         raise UserError(f"prompts must be a positive integer, got {prompts!r}")
     rng = np.random.default_rng([EVAL_SEED, seed])
     probe = probe_keys(key_digits)
-    grids = [distance_grid(L, train_len, key_digits, task) for L in lengths]
+    grids = [distance_grid(L, train_len, key_digits, task, tokenizer) for L in lengths]
     result = dict(lengths=list(lengths), distances=grids, keys=[], correct=[])
     with progress_bar(progress, sum(map(len, grids)), "passkey", "cell") as bar:
         for L, distances in zip(lengths, grids):
@@ -236,12 +337,13 @@ def passkey_by_distance(model, tokenizer, lengths, train_len, prompts, seed, key
 
 
 def prompt_length(length, key_digits=5):
-    """The prompt's characters in a window of `length`: length - key_digits - 1.
+    """The prompt's characters (or tokens) in a window of `length`: length - key_digits - 1.
 
     The window holds the prompt and the answer " NNNNN" but its final ".", which is only
     ever a target: in training the last entry of y, in evaluation the last character
-    written. passkey_examples and passkey_accuracy both lay out a window this way, so
-    evaluation at train_len puts every character where training put it.
+    (token) written; in tokens too the answer is key_digits + 2 of them (Layout).
+    passkey_examples and passkey_accuracy both lay out a window this way, so evaluation at
+    train_len puts every character (token) where training put it.
     """
     return length - key_digits - 1
 
@@ -249,9 +351,9 @@ def prompt_length(length, key_digits=5):
 def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="all"):
     """(x, y), each (n, length) int64: passkey rows to mix into training batches.
 
-    Each row's text is a prompt of prompt_length(length, key_digits) characters, its needle
-    at a depth uniform in [0, 1], then the answer " " + key + ".": length + 1 characters,
-    x = text[:-1], y = text[1:]. With loss="answer" every target but the answer's
+    Each row's text is a prompt of prompt_length(length, key_digits) characters (tokens,
+    with a BPE tokenizer: Layout), its needle at a depth uniform in [0, 1], then the answer
+    " " + key + ".": length + 1 ids, x = ids[:-1], y = ids[1:]. With loss="answer" every target but the answer's
     key_digits + 2 characters is -1, which the loss ignores; loss="keys" also keeps the
     targets of the needle's second copy of the key (a copy over a short distance, the
     same skill as the answer's copy over a long one); with loss="all" the model also
@@ -259,27 +361,26 @@ def passkey_examples(rng, n, length, tokenizer, key_digits=5, task=TASK, loss="a
     """
     if loss not in ("all", "answer", "keys"):
         raise UserError(f"loss must be 'all', 'answer' or 'keys', got {loss!r}")
-    minimum = min_prompt_length(key_digits, task) + key_digits + 1
+    layout = Layout(tokenizer, key_digits, task)
+    minimum = layout.min_prompt_length + key_digits + 1
     answer_len = key_digits + 2  # " " + key + "."
     if length < minimum:
-        raise UserError(f"passkey training rows of {length} characters are too short: with a "
-                        f"{key_digits}-digit key and a {len(task)}-character task line they need "
-                        f"at least {minimum}")
+        raise UserError(f"passkey training rows of {length} {layout.unit}s are too short: with a "
+                        f"{key_digits}-digit key and a {len(layout.task_ids)}-{layout.unit} task line "
+                        f"they need at least {minimum}")
     keys = draw_keys(rng, n, key_digits)
     depths = rng.random(n)
-    prompts = [make_prompt(prompt_length(length, key_digits), depth, key, task)
+    prompts = [layout.prompt(prompt_length(length, key_digits), key, depth=depth)
                for depth, key in zip(depths, keys)]
-    ids = tokenizer.encode("".join(p + f" {key}." for (p, _), key in zip(prompts, keys)))
-    ids = ids.reshape(n, length + 1)
+    ids = np.stack([np.append(p, layout.answer(key)) for (p, _, _), key in zip(prompts, keys)])
     x, y = ids[:, :-1], ids[:, 1:].copy()
     if loss in ("answer", "keys"):
         keep = np.zeros(y.shape, dtype=bool)
         keep[:, -answer_len:] = True
         if loss == "keys":
             # The needle's second copy of the key: y[:, p - 1] is the target for text[p].
-            before, between, _ = NEEDLE.split("{key}")
-            for row, (_, needle_start) in enumerate(prompts):
-                second = needle_start + len(before) + key_digits + len(between)
+            for row, (_, _, key_start) in enumerate(prompts):
+                second = key_start + key_digits + len(layout.middle) + 1  # past the key, MIDDLE, the space
                 keep[row, second - 1:second - 1 + key_digits] = True
         y[~keep] = -1
     return x, y
@@ -316,12 +417,12 @@ def passkey_accuracy(model, tokenizer, length, depths, trials, seed, key_digits=
     if not isinstance(trials, int) or trials < 1:
         raise UserError(f"trials must be a positive integer, got {trials!r}")
     prompt_len = prompt_length(length, key_digits)
+    layout = Layout(tokenizer, key_digits, task)
     keys = draw_keys(np.random.default_rng(seed), trials, key_digits)
     accuracy = np.empty(len(depths))
     bar = progress_bar(progress, len(depths), f"passkey {length}", "depth")
     for i, depth in enumerate(depths):
-        prompts = [make_prompt(prompt_len, depth, key, task)[0] for key in keys]
-        idx = tokenizer.encode("".join(prompts)).reshape(trials, prompt_len)
+        idx = np.stack([layout.prompt(prompt_len, key, depth=depth)[0] for key in keys])
         out = generate(model, idx, key_digits + 2, temperature=0, window=length)
         accuracy[i] = score([tokenizer.decode(row) for row in out[:, prompt_len:]], keys)
         bar.update()

@@ -16,6 +16,8 @@ from minifope.errors import UserError
 from minifope.experiment import ExperimentConfig
 from minifope.loop import TrainConfig
 from minifope.model import GPT
+from minifope.passkey import (NEEDLE, QUESTION, TASK, Layout, distance_grid, make_prompt, make_prompt_at_distance,
+                              min_distance, min_prompt_length, passkey_accuracy, passkey_examples, prompt_length)
 from minifope.train import train
 
 TEXT = ("KING RICHARD:\nNow is the winter of our discontent\nMade glorious summer by this sun of York;\n"
@@ -177,7 +179,6 @@ def test_a_checkpoint_with_a_bad_tokenizer_is_refused_by_load_and_by_the_cli(tmp
     (dict(tokenizer="word"), ["tokenizer must be one of char, bpe"]),
     (dict(tokenizer="bpe", bpe_vocab=100), ["BPE vocabulary size"]),
     (dict(tokenizer="bpe", bpe_vocab=True), ["BPE vocabulary size"]),
-    (dict(tokenizer="bpe", passkey_frac=0.5), ["passkey rows are laid out in characters"]),
 ])
 def test_train_config_refuses_bad_tokenizer_settings(fields, words):
     with pytest.raises(ValueError) as e:
@@ -258,3 +259,112 @@ def test_a_streamed_sample_holds_back_a_character_split_over_tokens(tok):
     for i in ids:
         on_token(np.array([i]))
     assert "".join(written) == "caf\u00e9 \u00e9t\u00e9" and "\ufffd" not in "".join(written)
+
+
+# --- passkey in tokens ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length, distance", [(80, 52), (100, 60), (120, 52), (120, 98), (300, 255)])
+def test_a_passkey_prompt_in_tokens_puts_the_key_at_the_asked_token_distance(tok, length, distance):
+    layout = Layout(tok, 5)
+    ids, needle_start, key_start = layout.prompt(length, "90817", distance=distance)
+    assert len(ids) == length and length - key_start == distance
+    assert tok.decode(ids[key_start:key_start + 5]) == "90817"  # one token per digit
+    assert tok.decode(ids[needle_start:needle_start + len(layout.before)]) == "The pass key is"
+    text = tok.decode(ids)
+    assert text.startswith(TASK + "\n") and text.endswith("\n" + QUESTION)
+    assert NEEDLE.format(key="90817") in text and text.count("90817") == 2
+    # the filler after the needle holds exactly distance - min_distance tokens
+    after = text.split(NEEDLE.format(key="90817") + "\n")[1].split("\n")[0]
+    assert len(layout.filler(distance - layout.min_distance)) == distance - layout.min_distance
+    assert tok.decode(layout.filler(distance - layout.min_distance)) == after
+
+
+def test_a_bpe_passkey_prompt_is_shorter_in_tokens_than_in_characters(tok):
+    layout, chars = Layout(tok, 5), Layout(None, 5)
+    assert layout.min_prompt_length < chars.min_prompt_length
+    assert min_prompt_length(tokenizer=tok) == layout.min_prompt_length
+    assert distance_grid(256, 128, tokenizer=tok)[0] == layout.min_distance < min_distance()
+    assert distance_grid(256, 128, tokenizer=tok)[-1] == layout.max_distance(prompt_length(256))
+    with pytest.raises(UserError, match=f"needs at least {layout.min_prompt_length}"):
+        layout.prompt(layout.min_prompt_length - 1, "12345", depth=0.5)
+    with pytest.raises(UserError, match="needle distance in a 100-token prompt"):
+        layout.prompt(100, "12345", distance=layout.max_distance(100) + 1)
+
+
+def test_with_characters_the_layout_is_the_encoding_of_the_prompt_string():
+    chars = TEXT + "Find?W0123456789"
+    char_tok = CharTokenizer.from_text(chars)
+    layout = Layout(char_tok, 5)
+    assert layout.min_prompt_length == min_prompt_length() and layout.min_distance == min_distance()
+    for distance in (81, 100, 150):
+        prompt, key_start = make_prompt_at_distance(200, distance, "24680")
+        ids, _, start = layout.prompt(200, "24680", distance=distance)
+        assert start == key_start and (ids == char_tok.encode(prompt)).all()
+    for depth in (0, 0.3, 1):
+        prompt, needle_start = make_prompt(200, depth, "24680")
+        ids, start, _ = layout.prompt(200, "24680", depth=depth)
+        assert start == needle_start and (ids == char_tok.encode(prompt)).all()
+
+
+def test_passkey_training_rows_in_tokens_end_with_the_answer_digit_by_digit(tok):
+    x, y = passkey_examples(np.random.default_rng(0), 4, 96, tok, loss="keys")
+    assert x.shape == y.shape == (4, 96)
+    kept = y[:, :-1] >= 0
+    assert (x[:, 1:][kept] == y[:, :-1][kept]).all()
+    for row_x, row_y in zip(x, y):
+        text = tok.decode(np.append(row_x, row_y[-1]))
+        key = text.split("The pass key is ")[1][:5]
+        assert text.endswith(QUESTION + f" {key}.")
+        kept = row_y[row_y >= 0]  # the needle's second copy, then the answer
+        assert len(kept) == 5 + 7 and tok.decode(kept) == f"{key} {key}."
+
+
+class _Answers:
+    """A stand-in for sample.generate that answers every prompt with its key in BPE's own
+    (merged) tokens, or a wrong key for the rows in `wrong`: what retrieved() reads back."""
+
+    def __init__(self, tok, wrong):
+        self.tok, self.wrong = tok, wrong
+
+    def __call__(self, model, idx, n, temperature, window):
+        rows = []
+        for i, row in enumerate(idx):
+            key = self.tok.decode(row).split("The pass key is ")[1][:5]
+            key = "11111" if i in self.wrong else key
+            answer = self.tok.encode(f" {key}. And")[:n]
+            rows.append(np.concatenate([row, answer, np.zeros(n - len(answer), dtype=np.int64)]))
+        return np.stack(rows)
+
+
+def test_retrieval_in_tokens_reads_the_answer_back_as_text(tok, monkeypatch):
+    import minifope.passkey as pk
+
+    assert len(tok.encode(" 12345.")) < 7  # BPE merges digits: the model may write the key in fewer tokens
+    monkeypatch.setattr(pk, "generate", _Answers(tok, wrong={1, 3}))
+    keys = ["12345", "54321", "67890", "98765"]
+    got = pk.retrieved(None, tok, 128, [60, 60, 90, 90], keys)
+    assert got.tolist() == [True, False, True, False]
+
+
+def test_training_with_passkey_rows_in_bpe_tokens(tmp_path):
+    cfg = GPTConfig(n_layer=1, n_head=2, d_model=16, train_len=96)
+    tc = TrainConfig(steps=2, batch_size=4, eval_interval=2, eval_batches=1, tokenizer="bpe", bpe_vocab=300,
+                     passkey_frac=0.5)
+    model, history = train(cfg, TEXT * 3, TEXT, tc, out_dir=tmp_path, progress=False)[:2]
+    assert np.isfinite(history["val_loss"][-1])
+    _, tokenizer, _, _ = load_checkpoint(tmp_path)
+    accuracy = passkey_accuracy(model, tokenizer, 96, [0.0, 1.0], trials=2, seed=0)
+    assert accuracy.shape == (2,) and ((accuracy >= 0) & (accuracy <= 1)).all()
+    short = Layout(tokenizer, 5).min_prompt_length + 5
+    with pytest.raises(UserError, match=f"passkey prompts need train_len >= {short + 1} tokens"):
+        train(GPTConfig(n_layer=1, n_head=2, d_model=16, train_len=short), TEXT * 3, TEXT, tc,
+              out_dir=tmp_path / "short", progress=False)
+
+
+def test_the_readme_counts_a_prompts_fixed_parts_in_tokens_as_the_default_bpe_does():
+    from helpers import ROOT
+    from minifope.data import shakespeare
+
+    tokenizer = BPETokenizer.train(shakespeare()[0], 512)
+    assert Layout(tokenizer, 5).min_prompt_length == 71 and Layout(None, 5).min_prompt_length == 117
+    assert "a prompt's fixed parts take 71 tokens against 117 characters" in (ROOT / "README.md").read_text()
