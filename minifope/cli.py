@@ -111,9 +111,11 @@ def experiment_config(args, preset=None):
     train = dict(ec.train)
     if args.lr is not None and train.get("min_lr") == train.get("lr"):
         train["min_lr"] = args.lr  # a constant rate stays constant
-    for flag in ("steps", "batch_size", "lr", "passkey_frac", "passkey_loss"):
+    for flag in ("steps", "batch_size", "lr", "passkey_frac", "passkey_loss", "tokenizer", "bpe_vocab"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
+    if args.bpe_vocab is not None and train.get("tokenizer") != "bpe":
+        raise UserError("--bpe-vocab only takes effect with --tokenizer bpe")
     if args.steps is not None and train.get("warmup", 0) > args.steps:
         train["warmup"] = args.steps // 10  # the preset's warmup, shortened to fit fewer steps
     changes = dict(variants=list(dict.fromkeys(variants)), model=model, train=train)
@@ -121,7 +123,8 @@ def experiment_config(args, preset=None):
                        ("prompts", "prompts"), ("extend", "extend"),
                        ("continue_at", "continue_factor"), ("continue_steps", "continue_steps"),
                        ("continue_yarn_scale", "continue_yarn_scale"),
-                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars")):
+                       ("data", "data"), ("eval_data", "eval_data"), ("eval_chars", "eval_chars"),
+                       ("backend", "backend"), ("device", "device")):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
     import dataclasses
@@ -186,9 +189,14 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--passkey-loss", choices=["all", "answer", "keys"],
                    help="which targets of a passkey row carry loss: all, answer, or keys (the answer "
                    "and the needle's second copy of the key)")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], help="char: one token per character (the "
+                   "default); bpe: a byte-level BPE learned on the training text, every length, distance "
+                   "and --eval-chars then counted in its tokens")
+    p.add_argument("--bpe-vocab", type=positive_int, help="with --tokenizer bpe: its vocabulary size (512)")
     p.add_argument("--lengths", nargs="+", type=positive_int, help="loss at N x these (1 2 4 8 16; demo 1 2 4 8)")
-    p.add_argument("--eval-chars", type=positive_int, help="characters of evaluation text per length, "
-                   "in non-overlapping windows (262144; demo 65536; or as much as the text holds)")
+    p.add_argument("--eval-chars", type=positive_int, help="characters (tokens, with --tokenizer bpe) of "
+                   "evaluation text per length, in non-overlapping windows (262144; demo 65536; or as much "
+                   "as the text holds)")
     p.add_argument("--passkey-lengths", nargs="+", type=positive_int,
                    help="passkey at N x these (1 2 4 8 16; demo 1 2 4 8)")
     p.add_argument("--prompts", type=positive_int, help="passkey prompts per (length, distance) cell and "
@@ -208,6 +216,11 @@ def add_experiment_flags(p, default_out, preset):
     p.add_argument("--jobs", type=positive_int,
                    help="runs trained at once, each in its own process (default: one per core, at "
                    "most one per run); the cores are shared among the runs still going")
+    p.add_argument("--backend", choices=["numpy", "torch"], help="train and evaluate with the NumPy "
+                   "engine (the default) or the torch model (minifope.torch; bfloat16 autocast on a GPU); "
+                   "the results files are the same, and either resumes the other's runs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="with --backend torch: where to run "
+                   "(auto, the default: a GPU if there is one); on a GPU one run at a time unless --jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report-to", type=path, metavar="DIR", help="train nothing: write the results of "
                    "the runs of --out finished so far (every variant of a seed evaluated) into DIR; "

@@ -32,6 +32,14 @@ Then each run is evaluated:
   padding); each trained FoPE model trained on with FoPE; all from the same checkpoint and
   batches per seed, and evaluated like the others at K x N x multipliers.
 
+Tokens (train["tokenizer"] = "bpe", --tokenizer bpe): every run reads one byte-level BPE
+learned on the training text (bpe.py; train["bpe_vocab"] tokens), and every length counts
+tokens: N, the evaluation lengths, eval_chars (then tokens of evaluation text per length),
+the passkey prompts and their distances (passkey.Layout). The loss is in nats/token;
+results.md gives the evaluation text's characters per token to convert it. A corpus named by
+eval_data is encoded by the same BPE (any text is: its base symbols are the 256 bytes), so
+the vocabulary does not change with it.
+
 OUT/results.json holds every number with its sample sd over seeds and 95% interval, and the
 paired differences between variants (stats.py); OUT/results.md the tables, OUT/*.png the
 figures. Everything finished is kept: a crashed or stopped experiment, run again with the
@@ -80,6 +88,7 @@ ALIASES = {
     "series-only": {"pe": "fope", "fope_clip": False},
 }
 EXTENSIONS = ("pi", "ntk", "yarn")
+BACKENDS = ("numpy", "torch")
 DEFAULT_COMPARISON = ["rope", "fope-authors", "fope-identity", "alibi", "nope"]
 
 
@@ -132,6 +141,10 @@ class ExperimentConfig:
     continue_yarn_scale: float = 16.0
     data: str = "shakespeare"
     eval_data: str | None = None
+    # how the runs are computed, not what: neither is in training_key or eval_key, so a run
+    # trained on one backend is resumed, reused or evaluated on the other (_train_run)
+    backend: str = "numpy"
+    device: str = "auto"
 
     def check(self):
         """Raise UserError naming the first setting that cannot work, before anything runs."""
@@ -145,6 +158,14 @@ class ExperimentConfig:
 
         if not self.variants:
             fail("no variants to train")
+        if self.backend not in BACKENDS:
+            fail(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            fail(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.backend == "numpy" and self.device != "auto":
+            fail(f"device {self.device!r} only takes effect with the torch backend (--backend torch)")
+        if self.backend == "torch":
+            torch_device(self)
         ints("seeds", [self.seeds], 1)
         ints("lengths (multipliers)", self.multipliers, 1)
         if self.passkey_multipliers:
@@ -167,26 +188,23 @@ class ExperimentConfig:
             tc = TrainConfig(**self.train)
         except (TypeError, ValueError) as e:
             fail(str(e))
-        if tc.tokenizer != "char":
-            fail(f"tokenizer {tc.tokenizer!r}: the lab's texts, windows and passkey prompts are laid out "
-                 "in characters; subword tokens are not built into experiment yet")
-        from .passkey import min_prompt_length
+        if tc.tokenizer == "char":  # in tokens, _check_texts checks it once the tokenizer is built
+            _check_passkey_windows(self, None)
 
-        need = min_prompt_length(tc.passkey_digits) + tc.passkey_digits + 1  # prompt and answer
-        N = self.model.get("train_len", GPTConfig().train_len)
-        windows = [N * m for m in self.passkey_multipliers]  # evaluated
-        if round(tc.passkey_frac * tc.batch_size):
-            windows.append(N)  # trained, and probed
-        if windows and min(windows) < need:
-            fail(f"a passkey window of {min(windows)} characters is too short: the prompt and its "
-                 f"answer need {need}. Use a longer --train-len or larger --passkey-lengths")
+    @property
+    def unit(self):
+        """What lengths count: 'character', or 'token' with the BPE tokenizer."""
+        return "token" if self.train.get("tokenizer", "char") == "bpe" else "character"
 
     def training_key(self):
         """The settings a trained run depends on: two experiments sharing them share runs.
         The budget (train["steps"]) is not one of them: with a constant learning rate a run
         trained further is the run a longer budget would have trained (run_experiment checks)."""
-        key = dict(model=self.model, train={k: v for k, v in self.train.items() if k != "steps"},
-                   data=self.data, continue_factor=self.continue_factor, continue_steps=self.continue_steps)
+        train = {k: v for k, v in self.train.items() if k != "steps"}
+        if train.get("tokenizer") == "char":
+            del train["tokenizer"]  # the default, said or not
+        key = dict(model=self.model, train=train, data=self.data, continue_factor=self.continue_factor,
+                   continue_steps=self.continue_steps)
         if self.continue_factor:  # version 2: YaRN as the FoPE authors ran it, FoPE continued too
             key.update(continue_version=2, continue_yarn_scale=float(self.continue_yarn_scale))
         if _shifts_vocabulary(self):
@@ -198,7 +216,7 @@ class ExperimentConfig:
         keys = ("multipliers", "eval_chars", "passkey_multipliers", "prompts", "eval_data")
         # version 4: non-overlapping loss windows, passkey by distance with a fresh key per prompt
         fields = {k: getattr(self, k) for k in keys}
-        if _shifts_vocabulary(self):  # a corpus's text depends on the Python (data.PYDOC_SHA256)
+        if _other_corpus(self):  # a corpus's text depends on the Python (data.PYDOC_SHA256)
             from .data import load_eval_text
 
             fields["eval_sha256"] = hashlib.sha256(load_eval_text(self.eval_data).encode()).hexdigest()
@@ -212,11 +230,44 @@ def home_row(label, ec):
     return f"{label} [{ec.data}]"
 
 
-def _shifts_vocabulary(ec):
-    """Whether --eval-data names another corpus, whose characters join the vocabulary."""
+def _other_corpus(ec):
+    """Whether --eval-data names another corpus than the training one (a shift in data)."""
     from .data import CORPORA
 
     return ec.eval_data in CORPORA and ec.eval_data != ec.data
+
+
+def _shifts_vocabulary(ec):
+    """Whether --eval-data names another corpus whose characters join the vocabulary: with
+    characters only; a byte-level BPE, learned on the training text, encodes any text."""
+    return _other_corpus(ec) and ec.unit == "character"
+
+
+def _check_passkey_windows(ec, tokenizer):
+    """Refuse a passkey window (evaluated, or trained and probed at N) too short for a prompt
+    and its answer, counted in characters (tokenizer None) or in the tokenizer's units."""
+    from .passkey import min_prompt_length
+
+    tc = TrainConfig(**ec.train)
+    need = min_prompt_length(tc.passkey_digits, tokenizer=tokenizer) + tc.passkey_digits + 1
+    N = ec.model.get("train_len", GPTConfig().train_len)
+    windows = [N * m for m in ec.passkey_multipliers]  # evaluated
+    if round(tc.passkey_frac * tc.batch_size):
+        windows.append(N)  # trained, and probed
+    if windows and min(windows) < need:
+        raise UserError(f"experiment settings: a passkey window of {min(windows)} {ec.unit}s is too short: "
+                        f"the prompt and its answer need {need}. Use a longer --train-len or larger "
+                        "--passkey-lengths")
+
+
+@functools.lru_cache(maxsize=4)
+def _bpe(data, vocab_size):
+    """The BPE every run of an experiment reads, learned on the training text (deterministic:
+    a run that learned its own would have the same one; this learns it once per process)."""
+    from .bpe import BPETokenizer
+    from .data import load_corpus
+
+    return BPETokenizer.train(load_corpus(data)[0], vocab_size)
 
 
 def _texts(ec):
@@ -228,6 +279,9 @@ def _texts(ec):
     from .loop import passkey_chars
 
     corpus = load_corpus(ec.data)
+    if ec.unit == "token":
+        tc = TrainConfig(**ec.train)
+        return corpus, load_eval_text(ec.eval_data) if ec.eval_data else corpus[1], _bpe(ec.data, tc.bpe_vocab)
     if not ec.eval_data:
         return corpus, corpus[1], None
     eval_text = load_eval_text(ec.eval_data)
@@ -268,6 +322,29 @@ def demo_config():
 DEMO_STEPS = 1400
 
 
+def torch_device(ec):
+    """The torch.device a torch experiment runs on (ec.device; auto: a GPU if there is one);
+    UserError without PyTorch or without the asked device."""
+    try:
+        from .torch.train import resolve_device
+    except ImportError:
+        raise UserError("--backend torch needs PyTorch: pip install -r requirements-torch.txt") from None
+    return resolve_device(ec.device)
+
+
+def forward_model(model, ec):
+    """What the evaluation runs forward passes on: the NumPy GPT itself, or, with the torch
+    backend, the same weights as a torch GPT on the device, seen through NumpyView (under
+    bfloat16 autocast on a GPU with float32 weights, as the torch trainer trains)."""
+    if ec.backend == "numpy":
+        return model
+    from .torch import NumpyView, to_torch
+    from .torch.train import eval_dtype
+
+    device = torch_device(ec)
+    return NumpyView(to_torch(model, device), eval_dtype("auto", device, model.config.dtype))
+
+
 def _slug(label):
     return "".join(c if c.isalnum() or c in "-_.=+@" else "_" for c in label)
 
@@ -286,17 +363,25 @@ def _read_cache(path):
 
 
 def _train_run(run_dir, model_config, train_config, corpus, data_name, progress, init_from=None,
-               probe=None, tokenizer=None):
+               probe=None, tokenizer=None, ec=None):
     """Train into run_dir, or resume it, or reuse it when it has trained train_config.steps
-    or more. Returns (model, tokenizer, the checkpoint's step)."""
+    or more, with ec's backend (the NumPy trainer, or minifope.torch.train on ec.device; both
+    write the same checkpoint format, so either resumes the other's run). Returns (the NumPy
+    model, tokenizer, the checkpoint's step)."""
     ckpt = run_dir / CKPT_NAME
     saved = _check_run_folder(run_dir, (model_config, train_config), data_name)
     if saved is not None:
         model, tokenizer, state, _ = saved
         if state.get("step", 0) >= train_config.steps:
             return model, tokenizer, state["step"]
-    train(model_config, *corpus, train_config, out_dir=run_dir, resume=saved is not None,
-          data_name=data_name, progress=progress, init_from=init_from, probe=probe, tokenizer=tokenizer)
+    run_train, engine = train, {}
+    if ec is not None and ec.backend == "torch":
+        from .torch.train import train as run_train
+
+        engine = dict(device=torch_device(ec))
+    run_train(model_config, *corpus, train_config, out_dir=run_dir, resume=saved is not None,
+              data_name=data_name, progress=progress, init_from=init_from, probe=probe, tokenizer=tokenizer,
+              **engine)
     model, tokenizer, state, _ = load_checkpoint(ckpt)
     return model, tokenizer, state["step"]
 
@@ -321,12 +406,13 @@ def retrieval_curve(run_dir):
 
 def _evaluate_run(model, tokenizer, ec, eval_tokens, N, seed, progress, passkey=True):
     lengths = [N * m for m in ec.multipliers]
-    result = {"loss": {str(L): r for L, r in loss_by_length(model, eval_tokens, lengths,
+    forward = forward_model(model, ec)
+    result = {"loss": {str(L): r for L, r in loss_by_length(forward, eval_tokens, lengths,
                                                            ec.eval_chars, progress=progress).items()}}
     if model.config.pe in ("rope", "fope"):
-        result["leakage"] = _leakage(model, eval_tokens, N)
+        result["leakage"] = _leakage(model, eval_tokens, N)  # it reads the NumPy model's inside
     if passkey and ec.passkey_multipliers:
-        result["passkey"] = passkey_by_distance(model, tokenizer, [N * m for m in ec.passkey_multipliers],
+        result["passkey"] = passkey_by_distance(forward, tokenizer, [N * m for m in ec.passkey_multipliers],
                                                 N, ec.prompts, seed, progress=progress)
     return result
 
@@ -350,8 +436,8 @@ def _extension_losses(model, ec, eval_tokens, N, kind, progress):
     out = {}
     for m in ec.multipliers:
         scaled = model.with_config(rope_scaling=kind, rope_scale=float(max(m, 1)), rope_original_len=N)
-        out.update({str(L): r for L, r in loss_by_length(scaled, eval_tokens, [N * m], ec.eval_chars,
-                                                        progress=progress).items()})
+        out.update({str(L): r for L, r in loss_by_length(forward_model(scaled, ec), eval_tokens, [N * m],
+                                                        ec.eval_chars, progress=progress).items()})
     return {"loss": out}
 
 
@@ -401,6 +487,8 @@ def run_experiment(ec, out_dir, progress=True, jobs=1, cores=None):
         board = RunBoard([f"{label} seed{seed}" for label, seed in todo], enabled=progress)
         try:
             cores = cores or get_threads()
+            if ec.backend == "torch" and torch_device(ec).type == "cuda":
+                jobs = jobs or 1  # one GPU: the runs take turns on it
             jobs = jobs or min(len(todo), cores)
             if jobs > 1:
                 results = _run_in_processes(ec, out, todo, jobs, cores, board)
@@ -444,8 +532,10 @@ def _check_texts(ec):
     if tokenizer is None:
         extra = passkey_chars() if ec.train.get("passkey_frac", 0) > 0 else ""
         tokenizer = CharTokenizer.from_text(train_text + val_text + extra)
+    if tokenizer.kind == "bpe":
+        _check_passkey_windows(ec, tokenizer)
     try:
-        tokenizer.encode(eval_text)
+        eval_length = len(tokenizer.encode(eval_text))
     except UserError as e:
         raise UserError(f"the evaluation text {ec.eval_data or '(validation)'} has {e}, which the "
                         f"training text {ec.data} lacks") from None
@@ -457,8 +547,8 @@ def _check_texts(ec):
                             "lacks: train with --passkey-frac above 0 (which adds them), or turn "
                             "the passkey off") from None
     longest = ec.model.get("train_len", GPTConfig().train_len) * max(ec.multipliers) * max(ec.continue_factor, 1)
-    if len(eval_text) < longest + 1:
-        raise UserError(f"the evaluation text has {len(eval_text)} characters; the longest length "
+    if eval_length < longest + 1:
+        raise UserError(f"the evaluation text has {eval_length} {tokenizer.unit}s; the longest length "
                         f"evaluated, {longest}, needs {longest + 1}. Use a longer text or smaller --lengths")
 
 
@@ -498,9 +588,11 @@ def _check_run_folder(run_dir, configs, data_name, vocabulary=None):
                                  dataclasses.replace(config, vocab_size=model.config.vocab_size,
                                                      seed=tc.seed),
                                  tc, data_name, state.get("data"), may_change=("steps",))
-    if vocabulary is not None and tokenizer.chars != vocabulary.chars:
-        conflicts.append(f"vocabulary: checkpoint {tokenizer.vocab_size} characters, asked "
-                         f"{vocabulary.vocab_size} (the training and the evaluation corpus's)")
+    if vocabulary is not None and tokenizer.to_json() != vocabulary.to_json():
+        conflicts.append(f"vocabulary: checkpoint {tokenizer.vocab_size} {tokenizer.unit}s, asked "
+                         f"{vocabulary.vocab_size} {vocabulary.unit}s ("
+                         + ("the training and the evaluation corpus's" if vocabulary.kind == "char"
+                            else "a BPE learned on the training text") + ")")
     if conflicts:
         raise UserError(f"{run_dir} holds a run of another config ({'; '.join(conflicts)}); move it "
                         "away, or use another --out")
@@ -519,7 +611,7 @@ def run_one(ec, out, label, seed, progress=False):
         def probe(model, tokenizer):
             return probe_accuracy(model, tokenizer, N, tc.passkey_digits)
     model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress, probe=probe,
-                                        tokenizer=vocabulary)
+                                        tokenizer=vocabulary, ec=ec)
     eval_tokens = tokenizer.encode(eval_text)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
                                                                         eval_tokens, N, seed, progress))}
@@ -529,11 +621,12 @@ def run_one(ec, out, label, seed, progress=False):
             rows[f"{label}+{kind}"] = _cached_eval(
                 run_dir, ec, step, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
                 name=f"eval-{kind}")
-    if _shifts_vocabulary(ec):  # a shift in data: the loss on the training corpus's own validation text too
+    if _other_corpus(ec):  # a shift in data: the loss on the training corpus's own validation text too
         home_tokens = tokenizer.encode(corpus[1])
+        lengths = [N * m for m in ec.multipliers]
         rows[home_row(label, ec)] = _cached_eval(
             run_dir, ec, step, lambda: {"loss": {str(L): r for L, r in loss_by_length(
-                model, home_tokens, [N * m for m in ec.multipliers], ec.eval_chars, progress=progress).items()}},
+                forward_model(model, ec), home_tokens, lengths, ec.eval_chars, progress=progress).items()}},
             name="eval-home")
     # the same weights in every row
     rows = {name: {**result, "steps": step} for name, result in rows.items()}
@@ -670,7 +763,8 @@ def _cached_eval(run_dir, ec, step, compute, name="eval"):
         if stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
             return stored["result"]
     result = compute()
-    _write_json(path, {"eval_key": ec.eval_key(), "step": step, "result": result})
+    engine = ec.backend if ec.backend == "numpy" else f"torch {torch_device(ec).type}"
+    _write_json(path, {"eval_key": ec.eval_key(), "step": step, "engine": engine, "result": result})
     return result
 
 
@@ -693,7 +787,7 @@ def finished_runs(ec, out):
                 extra = _read_cache(run_dir / f"eval-{kind}.json")
                 if extra and extra.get("eval_key") == ec.eval_key() and extra.get("step") == budget:
                     rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
-            home = _read_cache(run_dir / "eval-home.json") if _shifts_vocabulary(ec) else None
+            home = _read_cache(run_dir / "eval-home.json") if _other_corpus(ec) else None
             if home and home.get("eval_key") == ec.eval_key() and home.get("step") == budget:
                 rows[home_row(label, ec)] = dict(home["result"], steps=budget)
             continued = _finished_continuations(ec, out, label, seed)
@@ -782,7 +876,7 @@ def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progre
     for name, fields in continuations(label, source, ec, N).items():
         sub = run_dir.parent.parent / _slug(name) / run_dir.name
         model, tokenizer, step = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
-                                            init_from=run_dir, probe=probe)
+                                            init_from=run_dir, probe=probe, ec=ec)
         result = _cached_eval(
             sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, longer, seed, progress))
         rows[name] = dict(result, curve=retrieval_curve(sub), steps=step)
@@ -795,8 +889,11 @@ RETRIEVES = 0.9  # "retrieves at N": evaluation accuracy at N of at least this
 def summarise(runs, ec, N):
     """Every number with its interval over seeds (stats.py), per variant, and the paired
     differences between variants. runs: {variant: {seed: run_one's result}}."""
-    summary = {"train_len": N, "seeds": ec.seeds, "steps": ec.train.get("steps"), "level": stats.LEVEL,
-               "variants": {}, "differences": []}
+    summary = {"train_len": N, "unit": ec.unit, "seeds": ec.seeds, "steps": ec.train.get("steps"),
+               "level": stats.LEVEL, "variants": {}, "differences": []}
+    if ec.unit == "token":  # to compare nats/token with nats/char: divide by the characters per token
+        text, tokenizer = _texts(ec)[1:]
+        summary["chars_per_token"] = len(text) / len(tokenizer.encode(text))
     for label, by_seed in runs.items():
         seeds = sorted(by_seed)
         first = by_seed[seeds[0]]
@@ -894,9 +991,15 @@ def markdown_table(summary):
     level = f"{summary.get('level', 0.95):.0%}"
     lengths = sorted({int(L) for v in variants.values() for L in v["loss"]})
     n_seeds = max(len(v["seeds"]) for v in variants.values())
-    out = [f"N = {N} characters; {n_seeds} seed(s) per variant, each trained {summary.get('steps')} "
-           f"steps. Cells: mean (sample sd over seeds) [{level} interval]; with one seed, the mean.",
-           "", "**Validation loss (nats/char) by evaluation length**", ""]
+    unit = summary.get("unit", "character")
+    per = "char" if unit == "character" else unit
+    out = [f"N = {N} {unit}s; {n_seeds} seed(s) per variant, each trained {summary.get('steps')} "
+           f"steps. Cells: mean (sample sd over seeds) [{level} interval]; with one seed, the mean."]
+    if "chars_per_token" in summary:
+        out += ["", f"Tokens: a byte-level BPE learned on the training text; the evaluation text has "
+                f"{summary['chars_per_token']:.2f} characters per token, so a loss in nats/token divided "
+                "by it is in nats/char."]
+    out += ["", f"**Validation loss (nats/{per}) by evaluation length**", ""]
     head = ["variant"] + [f"{L // N}N ({L})" for L in lengths]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, v in variants.items():
@@ -920,7 +1023,7 @@ def markdown_table(summary):
             by_L = dict(zip(pk["lengths"], pk["by_length"]))
             out.append("| " + " | ".join([label] + [_cell(by_L[L], 2) if L in by_L else "" for L in pk_lengths])
                        + " |")
-        out += ["", "**Passkey accuracy by (length, needle distance)**: distance = characters from "
+        out += ["", f"**Passkey accuracy by (length, needle distance)**: distance = {unit}s from "
                 "the key's first digit in the needle to the end of the prompt", ""]
         by_distance = {label: {L: dict(zip(d, c)) for L, d, c in zip(pk["lengths"], pk["distances"], pk["cells"])}
                        for label, pk in with_pk.items()}
@@ -1010,6 +1113,7 @@ def write_report(summary, out):
     atomic_write(out / "results.md", lambda f: f.write(table.encode()))
     N = summary["train_len"]
     variants = summary["variants"]
+    unit = summary.get("unit", "character")
     colour = {label: f"C{i}" for i, label in enumerate(variants)}
     # on the log x axes, each variant's points a little apart, so that equal values (zeros,
     # ones) do not hide each other
@@ -1022,7 +1126,7 @@ def write_report(summary, out):
     curves = {k: ([int(L) for L in v["loss"]], [r["mean"] for r in v["loss"].values()])
               for k, v in variants.items()}
     spread = {k: error_bars(list(v["loss"].values())) for k, v in variants.items()}
-    plot_loss_by_length(curves, N, ax=ax_loss, spread=spread)
+    plot_loss_by_length(curves, N, ax=ax_loss, spread=spread, unit=unit)
     ax_loss.set_title(f"validation loss past the training length ({interval})")
     if with_passkey:  # no panel at all for an experiment without passkey prompts
         ax_pk = ax_pk[0]
@@ -1034,7 +1138,7 @@ def write_report(summary, out):
         ax_pk.axvline(N, color="gray", linestyle="--", linewidth=1)
         ax_pk.set_xscale("log", base=2)
         ax_pk.set_ylim(-0.05, 1.05)
-        ax_pk.set_xlabel("prompt length (characters)")
+        ax_pk.set_xlabel(f"prompt length ({unit}s)")
         ax_pk.set_ylabel("passkey accuracy, all distances")
         ax_pk.set_title(f"passkey retrieval ({interval})")
         legend_outside(ax_pk)
@@ -1046,8 +1150,8 @@ def write_report(summary, out):
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     plot_loss_by_position({k: (v["loss"][str(longest)]["bucket_edges"], v["loss"][str(longest)]["bucket_loss"])
-                           for k, v in variants.items() if str(longest) in v["loss"]}, N, ax=ax)
-    ax.set_title(f"loss by position in {longest}-character windows")
+                           for k, v in variants.items() if str(longest) in v["loss"]}, N, ax=ax, unit=unit)
+    ax.set_title(f"loss by position in {longest}-{unit} windows")
     fig.tight_layout()
     fig.savefig(out / "loss_by_position.png", dpi=120, bbox_inches="tight")
 
@@ -1069,7 +1173,7 @@ def write_report(summary, out):
             ax.set_xscale("log", base=2)
             ax.set_ylim(-0.05, 1.05)
             ax.set_title(f"prompt length {L} ({L // N}N)")
-            ax.set_xlabel("needle distance (characters)")
+            ax.set_xlabel(f"needle distance ({unit}s)")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("passkey accuracy")
         handles = {}  # label -> line, from every panel: continued runs are not in the first ones

@@ -81,8 +81,9 @@ def _new_axes():
     return Figure(figsize=(6, 4)).subplots()
 
 
-def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel="validation loss (nats/char)"):
-    """curves: {label: (lengths, losses)}; spread: {label: stds} for error bars. Returns the Figure."""
+def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel=None, unit="character"):
+    """curves: {label: (lengths, losses)}; spread: {label: stds} for error bars; unit: what
+    lengths count, 'character' or 'token'. Returns the Figure."""
     if ax is None:
         ax = _new_axes()
     for label, (lengths, losses) in curves.items():
@@ -91,14 +92,14 @@ def plot_loss_by_length(curves, train_len, ax=None, spread=None, ylabel="validat
     # the marker is a legend entry, so that no legend placement can hide what it means
     ax.axvline(train_len, color="gray", linestyle="--", linewidth=1, label=f"N = {train_len}, the training length")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("evaluation length (characters)")
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(f"evaluation length ({unit}s)")
+    ax.set_ylabel(ylabel or f"validation loss (nats/{unit[:4] if unit == 'character' else unit})")
     legend_outside(ax)
     ax.grid(alpha=0.3)
     return ax.figure
 
 
-def plot_loss_by_position(curves, train_len, ax=None):
+def plot_loss_by_position(curves, train_len, ax=None, unit="character"):
     """curves: {label: (bucket_edges, bucket_loss)} for one long length. Returns the Figure."""
     if ax is None:
         ax = _new_axes()
@@ -106,8 +107,8 @@ def plot_loss_by_position(curves, train_len, ax=None):
         centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2
         ax.plot(centres, losses, marker=".", label=label)
     ax.axvline(train_len, color="gray", linestyle="--", linewidth=1, label=f"N = {train_len}, the training length")
-    ax.set_xlabel("position in the window (characters)")
-    ax.set_ylabel("loss at that position (nats/char)")
+    ax.set_xlabel(f"position in the window ({unit}s)")
+    ax.set_ylabel(f"loss at that position (nats/{unit[:4] if unit == 'character' else unit})")
     legend_outside(ax)
     ax.grid(alpha=0.3)
     return ax.figure

@@ -29,6 +29,7 @@ the parts (TrainConfig.micro_batches) and a run reproduces on a machine with oth
 
 import contextlib
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,11 +65,14 @@ def get_threads():
 
 
 def set_threads(n):
-    """Use up to n threads from now on, for the parts and for the BLAS between them."""
+    """Use up to n threads from now on, for the parts and for the BLAS between them, and for
+    torch's operations when torch is loaded (the torch backend of `experiment`)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     _settings["threads"] = n
     _blas(refresh=True).limit(limits=n, user_api="blas")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Subword tokens (minifope/bpe.py): training, exact round trips, the checkpoint's JSON, refusals."""
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -209,11 +210,53 @@ def test_a_tokenizer_passed_to_train_must_be_the_kind_the_config_asks_for(tok):
         train(cfg, TEXT, TEXT[:400], TrainConfig(steps=1), tokenizer=tok, progress=False)
 
 
-def test_experiment_refuses_subword_tokens_until_the_lab_reads_them():
-    ec = ExperimentConfig(variants=["rope"], seeds=1, train=dict(steps=2, tokenizer="bpe"),
-                          passkey_multipliers=[])
-    with pytest.raises(UserError, match="not built into experiment yet"):
-        ec.check()
+def _bpe_experiment(data, **train):
+    return ExperimentConfig(variants=["rope", "alibi"], seeds=2, data=str(data),
+                            model=dict(d_model=16, n_layer=1, n_head=2, train_len=96),
+                            train=dict(steps=3, batch_size=4, warmup=1, eval_interval=3, eval_batches=1,
+                                       passkey_frac=0.5, passkey_loss="keys", tokenizer="bpe", bpe_vocab=300,
+                                       **train),
+                            multipliers=[1, 2], passkey_multipliers=[1, 2], prompts=2, eval_chars=400)
+
+
+def test_an_experiment_in_bpe_tokens_counts_every_length_in_tokens_and_resumes(tmp_path):
+    from minifope.data import load_corpus
+    from minifope.experiment import run_experiment
+
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT * 4)
+    ec = _bpe_experiment(data)
+    summary = run_experiment(ec, tmp_path / "lab", progress=False)
+    bpe = BPETokenizer.train(load_corpus(str(data))[0], 300)
+    assert summary["unit"] == "token" and summary["chars_per_token"] > 1.5
+    for label in ("rope", "alibi"):
+        pk = summary["variants"][label]["passkey"]
+        assert pk["lengths"] == [96, 192]
+        assert pk["distances"] == [distance_grid(L, 96, tokenizer=bpe) for L in (96, 192)]
+        _, tokenizer, state, _ = load_checkpoint(tmp_path / "lab" / "runs" / label / "seed0")
+        assert tokenizer.to_json() == bpe.to_json() and state["step"] == 3
+    windows = summary["variants"]["rope"]["loss"]
+    assert windows["96"]["n_windows"] == 400 // 96 and windows["192"]["n_windows"] == 400 // 192
+    report = (tmp_path / "lab" / "results.md").read_text()
+    assert "N = 96 tokens" in report and "nats/token" in report and "characters per token" in report
+    again = run_experiment(ec, tmp_path / "lab", progress=False)  # every run reused, nothing retrained
+    assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)
+    with pytest.raises(UserError, match="trained with other settings"):
+        run_experiment(dataclasses.replace(ec, train={**ec.train, "bpe_vocab": 280}), tmp_path / "lab",
+                       progress=False)
+
+
+def test_an_experiment_in_tokens_refuses_a_passkey_window_too_short_in_tokens(tmp_path):
+    from minifope.experiment import run_experiment
+
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT * 4)
+    ec = dataclasses.replace(_bpe_experiment(data), model=dict(d_model=16, n_layer=1, n_head=2, train_len=40))
+    with pytest.raises(UserError, match="a passkey window of 40 tokens is too short"):
+        run_experiment(ec, tmp_path / "lab", progress=False)
+    assert not (tmp_path / "lab" / "runs").exists()
+    assert_user_error(cli("experiment", "--out", tmp_path / "x", "--bpe-vocab", "300", "--quiet"),
+                      "--bpe-vocab only takes effect with --tokenizer bpe")
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,13 @@ def init_distributed(device):
     return device
 
 
+def eval_dtype(amp, device, dtype):
+    """The autocast dtype evaluation runs under, as training did: bfloat16 where autocast
+    (amp) is on, None (the weights' own dtype) where it is off."""
+    on = amp == "bf16" or (amp == "auto" and device.type == "cuda" and dtype == "float32")
+    return torch.bfloat16 if on else None
+
+
 def autocast(amp, device, dtype):
     """The autocast context for amp 'auto' | 'bf16' | 'off': auto means bfloat16 on a GPU with
     float32 weights, nothing otherwise."""
@@ -155,9 +162,11 @@ def evaluate(model, data, train_len, batch_size, n_batches, amp, device):
 
 def train(model_config, train_text, val_text, train_config=None, out_dir=None, resume=False,
           tokenizer=None, data_name=None, progress=True, init_from=None, device="auto",
-          amp="auto", compile=False, overwrite=False, allow_data_change=False):
+          amp="auto", compile=False, overwrite=False, allow_data_change=False, probe=None):
     """minifope.train.train with a torch GPT: same arguments, plus device ('auto' | 'cpu' |
     'cuda'), amp ('auto' | 'bf16' | 'off') and compile. Returns (torch GPT, history).
+    probe(model, tokenizer), as for minifope.train.train, gets a NumpyView of the torch GPT
+    that runs under the training's autocast.
 
     The loop is loop.train_loop, the NumPy trainer's; this supplies the torch step. Under
     torchrun, call init_distributed(resolve_device(...)) first (the command line does):
@@ -177,7 +186,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
                           init_from=init_from, allow_data_change=allow_data_change)
         mirror = run.model
         model = to_torch(mirror, device)
-        amp = autocast(amp, device, mirror.config.dtype)
+        amp, view = (autocast(amp, device, mirror.config.dtype),
+                     NumpyView(model, eval_dtype(amp, device, mirror.config.dtype)))
         optimizer, names = make_optimizer(model, tc, device)
         if resume:
             load_optimizer_state(optimizer, names, run.optim_state, mirror.params)
@@ -232,7 +242,8 @@ def train(model_config, train_text, val_text, train_config=None, out_dir=None, r
                                       tc.eval_batches, amp, device),
             save=save, desc=f"train {mirror.config.pe} ({device.type} x{world})",
             progress=progress, main_process=rank == 0,
-            any_process=lambda flag: bool(all_ranks(float(flag), dist.ReduceOp.MAX)))
+            any_process=lambda flag: bool(all_ranks(float(flag), dist.ReduceOp.MAX)),
+            probe=(lambda: probe(view, run.tokenizer)) if probe is not None else None)
     return model, history_from(records)
 
 
@@ -267,8 +278,7 @@ def cmd_train(args):
                            amp=args.amp, compile=args.compile, overwrite=args.overwrite,
                            allow_data_change=args.allow_data_change)
     if rank == 0:
-        view = NumpyView(model, torch.bfloat16 if device.type == "cuda" and args.amp != "off"
-                         and model_config.dtype == "float32" else None)
+        view = NumpyView(model, eval_dtype(args.amp, device, model_config.dtype))
         flags.finish_train(args, history, model.num_params(), view, train_config.seed)
     return 0
 
