@@ -132,6 +132,21 @@ def experiment_config(args, preset=None):
     return dataclasses.replace(ec, **changes)
 
 
+def cmd_flip(args):
+    from .flip import flip_map, write
+
+    points = []
+    for item in args.point:
+        if len(item) not in (3, 4):
+            raise UserError(f"--point takes AXIS VALUE DIR [SUFFIX], got {len(item)} item(s): {' '.join(item)}")
+        axis, value, folder, *suffix = item
+        points.append((axis, value, Path(folder), suffix[0] if suffix else ""))
+    result = flip_map(points, args.fope, args.alibi)
+    write(result, args.out)
+    print(f"the map of {len(points)} point(s): {args.out}/flip.md, flip.json, flip.png")
+    return 0
+
+
 def cmd_experiment(args):
     """`experiment` and `demo` (the same run with the demo's defaults)."""
     import time
@@ -276,6 +291,18 @@ def build_parser():
     p.add_argument("--seed", type=natural, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="print the per-tensor tables")
     p.set_defaults(run=cmd_gradcheck)
+
+    p = sub.add_parser("flip", help="the map of where the ordering flips, from experiment reports",
+                       description="Rank the embeddings at every point (an experiment report written by "
+                       "experiment --report-to) on loss at 4N and 16N and on retrieval past N, and say where "
+                       "FoPE and ALiBi separate; write flip.md, flip.json and flip.png (minifope/flip.py).")
+    p.add_argument("--out", type=path, required=True, help="folder for flip.md, flip.json and flip.png")
+    p.add_argument("--point", nargs="+", action="append", required=True, metavar="ITEM",
+                   help="AXIS VALUE DIR [SUFFIX]: DIR/results.json at VALUE of AXIS, its variants those "
+                   "whose label ends with SUFFIX (e.g. :n_head=2; none: the labels without one); repeat per point")
+    p.add_argument("--fope", default="fope-authors", help="the FoPE variant set against ALiBi (fope-authors)")
+    p.add_argument("--alibi", default="alibi", help="the ALiBi variant (alibi)")
+    p.set_defaults(run=cmd_flip)
 
     from .bench import add_bench_flags, cmd_bench
 

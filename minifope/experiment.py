@@ -939,6 +939,25 @@ def _passkey_summary(per_seed):
         repeated = np.vectorize(has_repeated_digit)(keys)
         out["repeated"].append(stats.accuracy_by_group(correct.reshape(len(per_seed), -1),
                                                      repeated.reshape(len(per_seed), -1)))
+    pooled = _pooled_by_distance(per_seed)
+    out["by_distance"] = dict(distances=list(pooled), lengths=[pooled[d][0] for d in pooled],
+                              accuracy=[stats.accuracy_interval(pooled[d][2]) for d in pooled])
+    return out
+
+
+def _pooled_by_distance(per_seed):
+    """{distance: (the lengths that hold it, their keys, correct (seeds, prompts))}, by distance:
+    each needle distance's prompts pooled over every passkey length whose grid has it."""
+    first = per_seed[0]
+    cells = {}
+    for i, distances in enumerate(first["distances"]):
+        for j, d in enumerate(distances):
+            cells.setdefault(d, []).append((i, j))
+    out = {}
+    for d in sorted(cells):
+        keys = [k for i, j in cells[d] for k in first["keys"][i][j]]
+        correct = np.array([[c for i, j in cells[d] for c in r["correct"][i][j]] for r in per_seed])
+        out[d] = ([first["lengths"][i] for i, _ in cells[d]], keys, correct)
     return out
 
 
@@ -962,7 +981,19 @@ def _paired(a, runs_a, b, runs_b):
                 ca = np.array([runs_a[s]["passkey"]["correct"][i] for s in seeds]).reshape(len(seeds), -1)
                 cb = np.array([runs_b[s]["passkey"]["correct"][j] for s in seeds]).reshape(len(seeds), -1)
                 out["passkey"][str(L)] = stats.paired_accuracy_difference(ca, cb)
+        # by needle distance, pooled over the lengths both were evaluated at with the same prompts
+        pooled_a = _pooled_by_distance([runs_a[s]["passkey"] for s in seeds])
+        pooled_b = _pooled_by_distance([runs_b[s]["passkey"] for s in seeds])
+        out["passkey_by_distance"] = {
+            str(d): stats.paired_accuracy_difference(pooled_a[d][2], pooled_b[d][2])
+            for d in pooled_a if d in pooled_b and pooled_a[d][:2] == pooled_b[d][:2]
+            and all(_pooled_keys(runs_a[s], d) == _pooled_keys(runs_b[s], d) for s in seeds)}
     return out
+
+
+def _pooled_keys(result, d):
+    """One seed's keys at distance d, pooled over lengths (as _pooled_by_distance lays them out)."""
+    return _pooled_by_distance([result["passkey"]])[d][1]
 
 
 def _cell(r, digits=3):
@@ -1023,6 +1054,17 @@ def markdown_table(summary):
             by_L = dict(zip(pk["lengths"], pk["by_length"]))
             out.append("| " + " | ".join([label] + [_cell(by_L[L], 2) if L in by_L else "" for L in pk_lengths])
                        + " |")
+        by_d = {label: dict(zip(pk["by_distance"]["distances"], pk["by_distance"]["accuracy"]))
+                for label, pk in with_pk.items() if "by_distance" in pk}
+        if by_d:
+            distances = sorted({d for cells in by_d.values() for d in cells})
+            out += ["", f"**Passkey accuracy by needle distance** ({unit}s from the key to the end of the "
+                    "prompt; each distance pooled over every prompt length that holds it)", ""]
+            head = ["variant"] + [str(d) for d in distances]
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for label, cells in by_d.items():
+                out.append("| " + " | ".join([label] + [_cell(cells[d], 2) if d in cells else "" for d in distances])
+                           + " |")
         out += ["", f"**Passkey accuracy by (length, needle distance)**: distance = {unit}s from "
                 "the key's first digit in the needle to the end of the prompt", ""]
         by_distance = {label: {L: dict(zip(d, c)) for L, d, c in zip(pk["lengths"], pk["distances"], pk["cells"])}
@@ -1070,6 +1112,18 @@ def markdown_table(summary):
             cells = [_diff_cell(d["loss"][L]) if L in d["loss"] else "" for L in loss_L]
             cells += [_diff_cell(d["passkey"][L], 2) if L in d["passkey"] else "" for L in pk_L]
             out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
+        by_distance = [d for d in diffs if d.get("passkey_by_distance")]
+        if by_distance:
+            distances = sorted({int(x) for d in by_distance for x in d["passkey_by_distance"]})
+            out += ["", f"**Paired differences in passkey accuracy by needle distance** (a - b; each "
+                    f"distance pooled over the prompt lengths that hold it; bootstrap over seeds and prompts, "
+                    f"{level} interval)", ""]
+            head = ["a - b"] + [f"d = {x}" for x in distances]
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for d in by_distance:
+                cells = [_diff_cell(d["passkey_by_distance"][str(x)], 2) if str(x) in d["passkey_by_distance"]
+                         else "" for x in distances]
+                out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
     shift = summary.get("eval_text")
     if shift:
         untrained = shift["untrained"]

@@ -409,3 +409,33 @@ def test_an_experiment_without_passkey_prompts_reports_loss_alone_without_warnin
         summary = run_experiment(ec, tmp_path, progress=False)
     assert all("passkey" not in v for v in summary["variants"].values())
     assert (tmp_path / "figure.png").exists() and not (tmp_path / "passkey_by_distance.png").exists()
+
+
+def _passkey_result(correct_by_cell, keys_by_cell=None):
+    """A passkey_by_distance result over lengths 256 (distances 81, 128, 250) and 512 (81, 128,
+    256, 506), 2 prompts a cell, with the given 0/1 answers per cell in that order."""
+    lengths, distances = [256, 512], [[81, 128, 250], [81, 128, 256, 506]]
+    cells = iter(correct_by_cell)
+    keys = iter(keys_by_cell or [["11111", "22222"]] * 7)
+    return {"lengths": lengths, "distances": distances,
+            "correct": [[next(cells) for _ in d] for d in distances],
+            "keys": [[next(keys) for _ in d] for d in distances]}
+
+
+def test_passkey_by_distance_pools_each_distance_over_the_lengths_that_hold_it():
+    a = [_passkey_result([[1, 1], [1, 0], [0, 0], [1, 1], [0, 0], [0, 1], [0, 0]]) for _ in range(3)]
+    b = [_passkey_result([[1, 1], [0, 0], [0, 0], [1, 1], [0, 0], [0, 0], [0, 0]]) for _ in range(3)]
+    summary = E._passkey_summary(a)["by_distance"]
+    assert summary["distances"] == [81, 128, 250, 256, 506]
+    assert summary["lengths"] == [[256, 512], [256, 512], [256], [512], [512]]
+    means = [r["mean"] for r in summary["accuracy"]]
+    assert means == [1.0, 0.25, 0.0, 0.5, 0.0]  # 128: (1 + 0 + 0 + 0) / 4 prompts
+    paired = E._paired("a", {s: {"loss": {}, "passkey": r} for s, r in enumerate(a)},
+                       "b", {s: {"loss": {}, "passkey": r} for s, r in enumerate(b)})
+    by_distance = paired["passkey_by_distance"]
+    assert {d: r["mean"] for d, r in by_distance.items()} == {"81": 0.0, "128": 0.25, "250": 0.0, "256": 0.5,
+                                                             "506": 0.0}
+    other_keys = [_passkey_result([[0, 0]] * 7, [["33333", "44444"]] * 7) for _ in range(3)]
+    unpaired = E._paired("a", {s: {"loss": {}, "passkey": r} for s, r in enumerate(a)},
+                         "c", {s: {"loss": {}, "passkey": r} for s, r in enumerate(other_keys)})
+    assert unpaired["passkey_by_distance"] == {}  # other prompts: no pairs

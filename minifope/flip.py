@@ -1,0 +1,216 @@
+"""Where the ordering flips: the lab's comparison at each value of one axis, ranked.
+
+    python -m minifope flip --out docs/lab/flip \
+        --point "head dim" 16 docs/lab/flip/default \
+        --point "head dim" 32 docs/lab/flip/hd32 :n_head=2
+
+A point of the map is one experiment's report (results.json, written by `experiment
+--report-to DIR`): the default comparison (rope, fope as the authors ran it, alibi, nope,
+clip-only) trained with one setting changed from the default recipe. Its variants are the
+report's labels that end with the point's suffix (":n_head=2"; none: the labels without a
+colon), named in the map by what comes before it. For every point:
+
+- the ranking on loss at 4N and at 16N, and on passkey retrieval at each needle distance
+  past N (each distance pooled over the prompt lengths that hold it): the variants from best
+  to worst, two neighbours joined by ">" when the paired difference between them (the same
+  seeds, windows and prompts) has a 95% interval that excludes zero, by "~" when it does not;
+- FoPE against ALiBi (`--fope`, `--alibi`): their paired difference at each of those, and
+  the verdict: "FoPE ahead", "ALiBi ahead" or "not separated".
+
+flip.md gathers the rankings and verdicts, axis by axis; flip.png draws FoPE - ALiBi with its
+interval at every point (FoPE is ahead where the loss difference is below zero and the
+retrieval difference above it).
+flip.json holds every number. A ranking is only as good as its pairs: a "~" says the
+comparison did not separate the two at this scale, not that they are equal.
+"""
+
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .errors import UserError
+
+LOSS_AT = (4, 16)  # the loss lengths ranked, in multiples of N
+
+
+def load_point(folder, suffix=""):
+    """(summary, {name: label}) of a report folder's results.json, keeping the variants whose
+    label ends with suffix (suffix '': the labels without ':')."""
+    path = Path(folder) / "results.json"
+    try:
+        summary = json.loads(path.read_text())
+        variants = summary["variants"]
+        summary["train_len"], summary["differences"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not an experiment report (results.json, written by experiment "
+                        "--report-to)") from None
+    names = {}
+    for label in variants:
+        if suffix and label.endswith(suffix):
+            names[label[:-len(suffix)]] = label
+        elif not suffix and ":" not in label and "[" not in label:
+            names[label] = label
+    if len(names) < 2:
+        raise UserError(f"{path} has {len(names)} variant(s) ending with {suffix or 'no suffix'!r}; a "
+                        "ranking needs two or more")
+    return summary, names
+
+
+def difference(summary, a, b, kind, key):
+    """The paired difference a - b ({mean, low, high, separated}) of kind 'loss', 'passkey' or
+    'passkey_by_distance' at key, from whichever order the report holds it in; None if absent."""
+    for d in summary["differences"]:
+        if (d["a"], d["b"]) in ((a, b), (b, a)):
+            r = d.get(kind, {}).get(str(key))
+            if r is None or r.get("low") is None:
+                return None
+            if d["a"] == a:
+                return dict(r)
+            return dict(r, mean=-r["mean"], low=-r["high"], high=-r["low"])
+    return None
+
+
+def _metrics(summary, names):
+    """[(metric name, kind, key, {name: mean}, higher_is_better)] of a point: loss at 4N and
+    16N, retrieval at each distance past N."""
+    N = summary["train_len"]
+    variants = summary["variants"]
+    out = []
+    for m in LOSS_AT:
+        means = {n: variants[label]["loss"][str(m * N)]["mean"] for n, label in names.items()
+                 if str(m * N) in variants[label]["loss"]}
+        if len(means) >= 2:
+            out.append((f"loss {m}N", "loss", m * N, means, False))
+    distances = sorted({d for label in names.values()
+                        for d in variants[label].get("passkey", {}).get("by_distance", {}).get("distances", [])
+                        if d > N})
+    for d in distances:
+        means = {}
+        for n, label in names.items():
+            by_d = variants[label].get("passkey", {}).get("by_distance")
+            if by_d and d in by_d["distances"]:
+                means[n] = by_d["accuracy"][by_d["distances"].index(d)]["mean"]
+        if len(means) >= 2:
+            out.append((f"retrieval d={d}", "passkey_by_distance", d, means, True))
+    return out
+
+
+def ranking(summary, names, kind, key, means, higher_is_better):
+    """'alibi > fope-authors ~ rope': best first; '>' where the paired difference of the two
+    neighbours is separated, '~' where not (or no paired difference exists)."""
+    order = sorted(means, key=lambda n: -means[n] if higher_is_better else means[n])
+    text = order[0]
+    for better, worse in zip(order, order[1:]):
+        d = difference(summary, names[better], names[worse], kind, key)
+        text += f" {'>' if d is not None and d['separated'] else '~'} {worse}"
+    return text
+
+
+def verdict(d, higher_is_better, fope="FoPE", alibi="ALiBi"):
+    if d is None:
+        return "no paired difference"
+    if not d["separated"]:
+        return "not separated"
+    ahead = (d["mean"] > 0) == higher_is_better
+    return f"{fope} ahead" if ahead else f"{alibi} ahead"
+
+
+def flip_map(points, fope="fope-authors", alibi="alibi"):
+    """points: [(axis, value, folder, suffix)] -> {"points": [...]}: per point its rankings and
+    the paired difference fope - alibi with its verdict at every metric."""
+    out = []
+    for axis, value, folder, suffix in points:
+        summary, names = load_point(folder, suffix)
+        entry = dict(axis=axis, value=value, folder=str(folder), suffix=suffix, train_len=summary["train_len"],
+                     unit=summary.get("unit", "character"), seeds=summary.get("seeds"),
+                     steps=summary.get("steps"), metrics=[])
+        for metric, kind, key, means, higher in _metrics(summary, names):
+            row = dict(metric=metric, key=key, ranking=ranking(summary, names, kind, key, means, higher),
+                       means=means)
+            if fope in names and alibi in names:
+                d = difference(summary, names[fope], names[alibi], kind, key)
+                row.update(fope_minus_alibi=d, verdict=verdict(d, higher))
+            entry["metrics"].append(row)
+        out.append(entry)
+    return {"fope": fope, "alibi": alibi, "points": out}
+
+
+def _diff_text(d, digits):
+    if d is None:
+        return "-"
+    return f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+
+
+def markdown(result):
+    fope, alibi = result["fope"], result["alibi"]
+    out = ["Rankings: best first; `>` the paired difference of two neighbours excludes zero (95% "
+           "interval), `~` it does not (not separated at this scale). Loss: lower is better; retrieval "
+           "at distance d: the passkey accuracy of needles d units before the end of the prompt, "
+           "pooled over the prompt lengths that hold d.", ""]
+    axes = list(dict.fromkeys(p["axis"] for p in result["points"]))
+    for axis in axes:
+        points = [p for p in result["points"] if p["axis"] == axis]
+        out += [f"### {axis}", "", f"| {axis} | metric | ranking | {fope} - {alibi} | verdict |",
+                "|---|---|---|---|---|"]
+        for p in points:
+            for m in p["metrics"]:
+                digits = 3 if m["metric"].startswith("loss") else 2
+                out.append(f"| {p['value']} (N = {p['train_len']} {p['unit']}s, {p['seeds']} seeds) | "
+                           f"{m['metric']} | {m['ranking']} | {_diff_text(m.get('fope_minus_alibi'), digits)} | "
+                           f"{m.get('verdict', '-')} |")
+        ahead = [(p["value"], m["metric"]) for p in points for m in p["metrics"]
+                 if m.get("verdict") == "FoPE ahead"]
+        out += ["", (f"{fope} ahead of {alibi} at: " + "; ".join(f"{v}, {m}" for v, m in ahead) + ".") if ahead
+                else f"{fope} is ahead of {alibi} nowhere in the range measured on this axis.", ""]
+    return "\n".join(out) + "\n"
+
+
+def plot(result, path):
+    """flip.png: fope - alibi with its interval at every point, one panel per metric kind."""
+    from matplotlib.figure import Figure
+
+    points = result["points"]
+    panels = ["loss 4N", "loss 16N", "retrieval"]
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels))
+    labels = [f"{p['axis']}\n{p['value']}" for p in points]
+    # retrieval: one colour per distance in multiples of N, the same at every point
+    def distance(p, m):
+        return f"d = {m['key'] / p['train_len']:.3g}N"
+
+    colours = {}
+    for p in points:
+        for m in p["metrics"]:
+            if m["metric"].startswith("retrieval"):
+                colours.setdefault(distance(p, m), f"C{len(colours) % 10}")
+    for ax, panel in zip(axes, panels):
+        shown = set()
+        for x, p in enumerate(points):
+            rows = [m for m in p["metrics"] if m["metric"].startswith(panel) and m.get("fope_minus_alibi")]
+            for k, m in enumerate(rows):
+                d = m["fope_minus_alibi"]
+                offset = 0.12 * (k - (len(rows) - 1) / 2)
+                name = distance(p, m) if panel == "retrieval" else None
+                ax.errorbar(x + offset, d["mean"], yerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]],
+                            marker="o", capsize=3, color=colours.get(name, "C0"),
+                            label=name if name and name not in shown else None)
+                shown.add(name)
+        ax.axhline(0, color="gray", linewidth=1)
+        ax.set_xticks(range(len(points)), labels, fontsize=8)
+        ax.set_title(f"{result['fope']} - {result['alibi']}: {panel}")
+        ax.set_ylabel("paired difference (95% interval)")
+        ax.grid(alpha=0.3)
+    if colours:
+        axes[-1].legend(fontsize=7)
+    fig.suptitle("below zero for loss, above zero for retrieval: FoPE ahead")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def write(result, out):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "flip.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
+    text = markdown(result)
+    atomic_write(out / "flip.md", lambda f: f.write(text.encode()))
+    plot(result, out / "flip.png")

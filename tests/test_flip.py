@@ -1,0 +1,110 @@
+"""The flip map (minifope/flip.py): rankings and FoPE-ALiBi verdicts from experiment reports."""
+
+import json
+
+import pytest
+
+from helpers import assert_user_error, cli
+from minifope.errors import UserError
+from minifope.flip import difference, flip_map, load_point, ranking, verdict
+
+N = 256
+
+
+def _interval(mean, half):
+    return dict(mean=mean, low=mean - half, high=mean + half, separated=abs(mean) > half)
+
+
+def _report(folder, losses, retrieval, suffix=""):
+    """A results.json with variants {name + suffix}: loss at 4N and 16N and retrieval at 2N
+    (pooled by distance) as given, and paired differences whose interval is +-0.05 (loss)
+    or +-0.1 (retrieval) around the difference of the means."""
+    variants, differences = {}, []
+    for name, (l4, l16) in losses.items():
+        variants[name + suffix] = {
+            "loss": {str(4 * N): {"mean": l4}, str(16 * N): {"mean": l16}},
+            "passkey": {"by_distance": {"distances": [81, 2 * N], "accuracy": [{"mean": 1.0},
+                                                                              {"mean": retrieval[name]}]}}}
+    names = list(losses)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            differences.append({"a": a + suffix, "b": b + suffix, "loss": {
+                str(4 * N): _interval(losses[a][0] - losses[b][0], 0.05),
+                str(16 * N): _interval(losses[a][1] - losses[b][1], 0.05)},
+                "passkey_by_distance": {str(2 * N): _interval(retrieval[a] - retrieval[b], 0.1)}})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"train_len": N, "seeds": 3, "steps": 8000, "unit": "character",
+                                                     "variants": variants, "differences": differences}))
+    return folder
+
+
+LOSSES = {"rope": (3.0, 3.6), "fope-authors": (2.0, 2.5), "alibi": (1.98, 2.2)}
+RETRIEVAL = {"rope": 0.1, "fope-authors": 0.5, "alibi": 0.55}
+
+
+def test_a_difference_read_in_the_other_order_is_negated(tmp_path):
+    summary, _ = load_point(_report(tmp_path, LOSSES, RETRIEVAL))
+    ab = difference(summary, "rope", "alibi", "loss", 4 * N)
+    ba = difference(summary, "alibi", "rope", "loss", 4 * N)
+    assert ab["mean"] == pytest.approx(1.02) and ba["mean"] == pytest.approx(-1.02)
+    assert (ba["low"], ba["high"]) == pytest.approx((-ab["high"], -ab["low"]))
+    assert difference(summary, "rope", "nope", "loss", 4 * N) is None
+
+
+def test_rankings_join_separated_neighbours_with_a_sign_and_the_others_with_a_tilde(tmp_path):
+    summary, names = load_point(_report(tmp_path, LOSSES, RETRIEVAL))
+    means4 = {n: LOSSES[n][0] for n in names}
+    assert ranking(summary, names, "loss", 4 * N, means4, False) == "alibi ~ fope-authors > rope"
+    means16 = {n: LOSSES[n][1] for n in names}
+    assert ranking(summary, names, "loss", 16 * N, means16, False) == "alibi > fope-authors > rope"
+    assert ranking(summary, names, "passkey_by_distance", 2 * N, RETRIEVAL, True) == "alibi ~ fope-authors > rope"
+
+
+def test_verdicts_follow_the_direction_in_which_each_metric_is_better():
+    assert verdict(_interval(-0.3, 0.1), higher_is_better=False) == "FoPE ahead"  # lower loss
+    assert verdict(_interval(-0.3, 0.1), higher_is_better=True) == "ALiBi ahead"  # lower retrieval
+    assert verdict(_interval(0.3, 0.1), higher_is_better=True) == "FoPE ahead"
+    assert verdict(_interval(0.05, 0.1), higher_is_better=True) == "not separated"
+    assert verdict(None, higher_is_better=True) == "no paired difference"
+
+
+def test_the_map_finds_where_fope_overtakes_alibi_along_an_axis(tmp_path):
+    small = _report(tmp_path / "small", LOSSES, RETRIEVAL)
+    big = _report(tmp_path / "big", {"rope": (3.0, 3.6), "fope-authors": (1.8, 2.0), "alibi": (2.0, 2.3)},
+                  {"rope": 0.1, "fope-authors": 0.9, "alibi": 0.4}, suffix=":n_head=1")
+    result = flip_map([("head dim", "16", small, ""), ("head dim", "64", big, ":n_head=1")])
+    verdicts = [[m["verdict"] for m in p["metrics"]] for p in result["points"]]
+    assert verdicts == [["not separated", "ALiBi ahead", "not separated"], ["FoPE ahead"] * 3]
+    assert [m["metric"] for m in result["points"][0]["metrics"]] == ["loss 4N", "loss 16N", f"retrieval d={2 * N}"]
+    result = cli("flip", "--out", tmp_path / "map", "--point", "head dim", "16", small,
+                 "--point", "head dim", "64", big, ":n_head=1")
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "map" / "flip.md").read_text()
+    assert "fope-authors ahead of alibi at: 64, loss 4N; 64, loss 16N; 64, retrieval d=512." in text
+    assert ("| 64 (N = 256 characters, 3 seeds) | loss 16N | fope-authors > alibi > rope | "
+            "-0.300 [-0.350, -0.250]") in text
+    assert (tmp_path / "map" / "flip.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "map" / "flip.json").read_text())["points"][1]["value"] == "64"
+
+
+def test_a_point_without_fope_ahead_anywhere_says_so(tmp_path):
+    folder = _report(tmp_path, LOSSES, RETRIEVAL)
+    text = cli("flip", "--out", tmp_path / "map", "--point", "tokens", "char", folder)
+    assert text.returncode == 0, text.stderr
+    assert "fope-authors is ahead of alibi nowhere in the range measured on this axis." in \
+        (tmp_path / "map" / "flip.md").read_text()
+
+
+def test_bad_points_are_refused_in_one_line(tmp_path):
+    folder = _report(tmp_path / "ok", LOSSES, RETRIEVAL)
+    assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "head dim", folder),
+                      "--point takes AXIS VALUE DIR [SUFFIX], got 2 item(s)")
+    assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", tmp_path / "none"),
+                      "is not an experiment report")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{not json")
+    assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", tmp_path / "bad"),
+                      "is not an experiment report")
+    with pytest.raises(UserError, match="has 0 variant"):
+        load_point(folder, ":n_head=2")
+    assert not (tmp_path / "map").exists()
