@@ -141,7 +141,7 @@ def cmd_flip(args):
             raise UserError(f"--point takes AXIS VALUE DIR [SUFFIX], got {len(item)} item(s): {' '.join(item)}")
         axis, value, folder, *suffix = item
         points.append((axis, value, Path(folder), suffix[0] if suffix else ""))
-    result = flip_map(points, args.fope, args.alibi)
+    result = flip_map(points, args.fope, args.alibi, *([args.embeddings] if args.embeddings else []))
     write(result, args.out)
     print(f"the map of {len(points)} point(s): {args.out}/flip.md, flip.json, flip.png")
     return 0
@@ -302,6 +302,8 @@ def build_parser():
                    "whose label ends with SUFFIX (e.g. :n_head=2; none: the labels without one); repeat per point")
     p.add_argument("--fope", default="fope-authors", help="the FoPE variant set against ALiBi (fope-authors)")
     p.add_argument("--alibi", default="alibi", help="the ALiBi variant (alibi)")
+    p.add_argument("--embeddings", nargs="+", metavar="NAME", help="the variants ranked at every point "
+                   "(rope fope-authors alibi nope clip-only; others in a report are left out)")
     p.set_defaults(run=cmd_flip)
 
     from .bench import add_bench_flags, cmd_bench

@@ -31,11 +31,13 @@ from .checkpoint import atomic_write
 from .errors import UserError
 
 LOSS_AT = (4, 16)  # the loss lengths ranked, in multiples of N
+EMBEDDINGS = ("rope", "fope-authors", "alibi", "nope", "clip-only")  # the comparison of every point
 
 
-def load_point(folder, suffix=""):
+def load_point(folder, suffix="", embeddings=EMBEDDINGS):
     """(summary, {name: label}) of a report folder's results.json, keeping the variants whose
-    label ends with suffix (suffix '': the labels without ':')."""
+    label ends with suffix (suffix '': the labels without ':') and whose name (the label less
+    the suffix) is one of `embeddings`."""
     path = Path(folder) / "results.json"
     try:
         summary = json.loads(path.read_text())
@@ -50,6 +52,7 @@ def load_point(folder, suffix=""):
             names[label[:-len(suffix)]] = label
         elif not suffix and ":" not in label and "[" not in label:
             names[label] = label
+    names = {name: label for name, label in names.items() if name in embeddings}
     if len(names) < 2:
         raise UserError(f"{path} has {len(names)} variant(s) ending with {suffix or 'no suffix'!r}; a "
                         "ranking needs two or more")
@@ -115,13 +118,14 @@ def verdict(d, higher_is_better, fope="FoPE", alibi="ALiBi"):
     return f"{fope} ahead" if ahead else f"{alibi} ahead"
 
 
-def flip_map(points, fope="fope-authors", alibi="alibi"):
-    """points: [(axis, value, folder, suffix)] -> {"points": [...]}: per point its rankings and
-    the paired difference fope - alibi with its verdict at every metric."""
+def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
+    """points: [(axis, value, folder, suffix)] -> {"points": [...]}: per point its rankings of
+    `embeddings` and the paired difference fope - alibi with its verdict at every metric."""
     out = []
     for axis, value, folder, suffix in points:
-        summary, names = load_point(folder, suffix)
-        entry = dict(axis=axis, value=value, folder=str(folder), suffix=suffix, train_len=summary["train_len"],
+        summary, names = load_point(folder, suffix, embeddings)
+        entry = dict(axis=axis, value=value, folder=str(folder), suffix=suffix, variants=list(names),
+                     train_len=summary["train_len"],
                      unit=summary.get("unit", "character"), seeds=summary.get("seeds"),
                      steps=summary.get("steps"), metrics=[])
         for metric, kind, key, means, higher in _metrics(summary, names):

@@ -108,3 +108,12 @@ def test_bad_points_are_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="has 0 variant"):
         load_point(folder, ":n_head=2")
     assert not (tmp_path / "map").exists()
+
+
+def test_only_the_maps_embeddings_are_ranked(tmp_path):
+    folder = _report(tmp_path, {**LOSSES, "fope-identity": (1.0, 1.0)}, {**RETRIEVAL, "fope-identity": 1.0})
+    summary, names = load_point(folder)
+    assert sorted(names) == ["alibi", "fope-authors", "rope"]
+    assert flip_map([("x", "1", folder, "")])["points"][0]["metrics"][0]["ranking"] == "alibi ~ fope-authors > rope"
+    _, names = load_point(folder, embeddings=("fope-identity", "rope"))
+    assert sorted(names) == ["fope-identity", "rope"]
