@@ -121,6 +121,9 @@ def verdict(d, higher_is_better, fope="FoPE", alibi="ALiBi"):
 def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
     """points: [(axis, value, folder, suffix)] -> {"points": [...]}: per point its rankings of
     `embeddings` and the paired difference fope - alibi with its verdict at every metric."""
+    for name, role in ((fope, "--fope"), (alibi, "--alibi")):
+        if name not in embeddings:
+            raise UserError(f"{role} {name}: not one of the embeddings ranked ({', '.join(embeddings)})")
     out = []
     for axis, value, folder, suffix in points:
         summary, names = load_point(folder, suffix, embeddings)
@@ -204,7 +207,7 @@ def plot(result, path):
         ax.set_title(f"{result['fope']} - {result['alibi']}: {panel}")
         ax.set_ylabel("paired difference (95% interval)")
         ax.grid(alpha=0.3)
-    if colours:
+    if axes[-1].get_legend_handles_labels()[0]:
         axes[-1].legend(fontsize=7)
     fig.suptitle("below zero for loss, above zero for retrieval: FoPE ahead")
     fig.tight_layout()
@@ -213,6 +216,8 @@ def plot(result, path):
 
 def write(result, out):
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "flip.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
     text = markdown(result)

@@ -107,7 +107,13 @@ def test_bad_points_are_refused_in_one_line(tmp_path):
                       "is not an experiment report")
     with pytest.raises(UserError, match="has 0 variant"):
         load_point(folder, ":n_head=2")
+    assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", folder, "--fope", "fope"),
+                      "--fope fope: not one of the embeddings ranked")
     assert not (tmp_path / "map").exists()
+    (tmp_path / "file").write_text("x")
+    assert_user_error(cli("flip", "--out", tmp_path / "file", "--point", "a", "b", folder),
+                      "is a file, not a folder")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_only_the_maps_embeddings_are_ranked(tmp_path):
