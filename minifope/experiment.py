@@ -1128,9 +1128,11 @@ def markdown_table(summary):
     if shift:
         untrained = shift["untrained"]
         share = sum(untrained.values()) / shift["chars"]
+        how = ("in the vocabulary, untrained" if unit == "character"
+               else "the BPE encodes them from their bytes; the model never saw them")
         out += ["", f"Loss evaluated on {shift['name']} ({shift['chars']:,} characters): "
                 f"{len(untrained)} of its distinct characters, {share:.1%} of the text, never occur "
-                "in the training text (in the vocabulary, untrained)"
+                f"in the training text ({how})"
                 + (": " + " ".join(repr(c) for c in untrained) if untrained else "") + ". "
                 "The rows 'VARIANT [corpus]' are the same weights scored on the training corpus's "
                 "validation text."]

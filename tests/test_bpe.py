@@ -12,7 +12,7 @@ from helpers import TINY_FLAGS, assert_user_error, cli
 from minifope.bpe import MAX_VOCAB, MIN_VOCAB, BPETokenizer, check_vocab_size, tokenizer_from_json
 from minifope.checkpoint import load_checkpoint, save_checkpoint
 from minifope.config import GPTConfig
-from minifope.data import CharTokenizer
+from minifope.data import CharTokenizer, load_corpus
 from minifope.errors import UserError
 from minifope.experiment import ExperimentConfig
 from minifope.loop import TrainConfig
@@ -220,7 +220,6 @@ def _bpe_experiment(data, **train):
 
 
 def test_an_experiment_in_bpe_tokens_counts_every_length_in_tokens_and_resumes(tmp_path):
-    from minifope.data import load_corpus
     from minifope.experiment import run_experiment
 
     data = tmp_path / "text.txt"
@@ -411,3 +410,19 @@ def test_the_readme_counts_a_prompts_fixed_parts_in_tokens_as_the_default_bpe_do
     tokenizer = BPETokenizer.train(shakespeare()[0], 512)
     assert Layout(tokenizer, 5).min_prompt_length == 71 and Layout(None, 5).min_prompt_length == 117
     assert "a prompt's fixed parts take 71 tokens against 117 characters" in (ROOT / "README.md").read_text()
+
+
+def test_an_experiment_in_tokens_scores_another_text_even_with_characters_it_never_trained_on(tmp_path):
+    from minifope.experiment import run_experiment
+
+    data, other = tmp_path / "text.txt", tmp_path / "other.txt"
+    data.write_text(TEXT * 4)
+    other.write_text("def f(x):\n    return {x: x ** 2}  # \u20ac\n" * 200)
+    ec = dataclasses.replace(_bpe_experiment(data), variants=["rope"], seeds=1, eval_data=str(other),
+                             passkey_multipliers=[])
+    summary = run_experiment(ec, tmp_path / "lab", progress=False)
+    assert summary["eval_text"]["untrained"]["\u20ac"] == 200 and "{" in summary["eval_text"]["untrained"]
+    report = (tmp_path / "lab" / "results.md").read_text()
+    assert "the BPE encodes them from their bytes; the model never saw them" in report
+    assert summary["chars_per_token"] == pytest.approx(len(other.read_text()) / len(
+        BPETokenizer.train(load_corpus(str(data))[0], 300).encode(other.read_text())))
