@@ -10,8 +10,10 @@ clip-only) trained with one setting changed from the default recipe. Its variant
 report's labels that end with the point's suffix (":n_head=2"; none: the labels without a
 colon), named in the map by what comes before it. For every point:
 
-- the ranking on loss at 4N and at 16N, and on passkey retrieval at each needle distance
-  past N (each distance pooled over the prompt lengths that hold it): the variants from best
+- the ranking on loss at 4N and at 16N, and on passkey retrieval at the needle distances 2N,
+  4N, 8N, ... of the lab's distance grid (each pooled over the prompt lengths that hold it; the
+  grid's other distances, the shortest and each window's longest, are left out, so that every
+  point is read at the same distances in units of N): the variants from best
   to worst, two neighbours joined by ">" when the paired difference between them (the same
   seeds, windows and prompts) has a 95% interval that excludes zero, by "~" when it does not;
 - FoPE against ALiBi (`--fope`, `--alibi`): their paired difference at each of those, and
@@ -75,7 +77,7 @@ def difference(summary, a, b, kind, key):
 
 def _metrics(summary, names):
     """[(metric name, kind, key, {name: mean}, higher_is_better)] of a point: loss at 4N and
-    16N, retrieval at each distance past N."""
+    16N, retrieval at each distance 2N, 4N, 8N, ... the reports hold."""
     N = summary["train_len"]
     variants = summary["variants"]
     out = []
@@ -86,7 +88,7 @@ def _metrics(summary, names):
             out.append((f"loss {m}N", "loss", m * N, means, False))
     distances = sorted({d for label in names.values()
                         for d in variants[label].get("passkey", {}).get("by_distance", {}).get("distances", [])
-                        if d > N})
+                        if d > N and d % N == 0 and (d // N) & (d // N - 1) == 0})
     for d in distances:
         means = {}
         for n, label in names.items():

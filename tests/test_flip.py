@@ -23,8 +23,8 @@ def _report(folder, losses, retrieval, suffix=""):
     for name, (l4, l16) in losses.items():
         variants[name + suffix] = {
             "loss": {str(4 * N): {"mean": l4}, str(16 * N): {"mean": l16}},
-            "passkey": {"by_distance": {"distances": [81, 2 * N], "accuracy": [{"mean": 1.0},
-                                                                              {"mean": retrieval[name]}]}}}
+            "passkey": {"by_distance": {"distances": [81, 2 * N, 2 * N + 214],  # the last: a window's longest
+                                        "accuracy": [{"mean": 1.0}, {"mean": retrieval[name]}, {"mean": 0.3}]}}}
     names = list(losses)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -75,6 +75,7 @@ def test_the_map_finds_where_fope_overtakes_alibi_along_an_axis(tmp_path):
     result = flip_map([("head dim", "16", small, ""), ("head dim", "64", big, ":n_head=1")])
     verdicts = [[m["verdict"] for m in p["metrics"]] for p in result["points"]]
     assert verdicts == [["not separated", "ALiBi ahead", "not separated"], ["FoPE ahead"] * 3]
+    # only the grid's distances 2N, 4N, ... are read: not 81 (below N), nor a window's longest
     assert [m["metric"] for m in result["points"][0]["metrics"]] == ["loss 4N", "loss 16N", f"retrieval d={2 * N}"]
     result = cli("flip", "--out", tmp_path / "map", "--point", "head dim", "16", small,
                  "--point", "head dim", "64", big, ":n_head=1")
