@@ -1054,17 +1054,6 @@ def markdown_table(summary):
             by_L = dict(zip(pk["lengths"], pk["by_length"]))
             out.append("| " + " | ".join([label] + [_cell(by_L[L], 2) if L in by_L else "" for L in pk_lengths])
                        + " |")
-        by_d = {label: dict(zip(pk["by_distance"]["distances"], pk["by_distance"]["accuracy"]))
-                for label, pk in with_pk.items() if "by_distance" in pk}
-        if by_d:
-            distances = sorted({d for cells in by_d.values() for d in cells})
-            out += ["", f"**Passkey accuracy by needle distance** ({unit}s from the key to the end of the "
-                    "prompt; each distance pooled over every prompt length that holds it)", ""]
-            head = ["variant"] + [str(d) for d in distances]
-            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for label, cells in by_d.items():
-                out.append("| " + " | ".join([label] + [_cell(cells[d], 2) if d in cells else "" for d in distances])
-                           + " |")
         out += ["", f"**Passkey accuracy by (length, needle distance)**: distance = {unit}s from "
                 "the key's first digit in the needle to the end of the prompt", ""]
         by_distance = {label: {L: dict(zip(d, c)) for L, d, c in zip(pk["lengths"], pk["distances"], pk["cells"])}
@@ -1075,6 +1064,18 @@ def markdown_table(summary):
             head = [f"{L // N}N ({L}) \\ distance"] + [str(d) for d in distances]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for label, cells in at_L.items():
+                out.append("| " + " | ".join([label] + [_cell(cells[d], 2) if d in cells else "" for d in distances])
+                           + " |")
+            out.append("")
+        by_d = {label: dict(zip(pk["by_distance"]["distances"], pk["by_distance"]["accuracy"]))
+                for label, pk in with_pk.items() if "by_distance" in pk}
+        if by_d:
+            distances = sorted({d for cells in by_d.values() for d in cells})
+            out += [f"**Passkey accuracy by needle distance** ({unit}s from the key to the end of the "
+                    "prompt; each distance pooled over every prompt length that holds it)", ""]
+            head = ["variant"] + [str(d) for d in distances]
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for label, cells in by_d.items():
                 out.append("| " + " | ".join([label] + [_cell(cells[d], 2) if d in cells else "" for d in distances])
                            + " |")
             out.append("")
@@ -1112,15 +1113,15 @@ def markdown_table(summary):
             cells = [_diff_cell(d["loss"][L]) if L in d["loss"] else "" for L in loss_L]
             cells += [_diff_cell(d["passkey"][L], 2) if L in d["passkey"] else "" for L in pk_L]
             out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
-        by_distance = [d for d in diffs if d.get("passkey_by_distance")]
-        if by_distance:
-            distances = sorted({int(x) for d in by_distance for x in d["passkey_by_distance"]})
+        with_distance = [d for d in diffs if d.get("passkey_by_distance")]
+        if with_distance:
+            distances = sorted({int(x) for d in with_distance for x in d["passkey_by_distance"]})
             out += ["", f"**Paired differences in passkey accuracy by needle distance** (a - b; each "
                     f"distance pooled over the prompt lengths that hold it; bootstrap over seeds and prompts, "
                     f"{level} interval)", ""]
             head = ["a - b"] + [f"d = {x}" for x in distances]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for d in by_distance:
+            for d in with_distance:
                 cells = [_diff_cell(d["passkey_by_distance"][str(x)], 2) if str(x) in d["passkey_by_distance"]
                          else "" for x in distances]
                 out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
