@@ -146,7 +146,22 @@ def summarise_mechanism(per_run):
         if all("surgery_gain" in r["trained"] for r in runs):
             entry["surgery_gain"] = {L: stats.t_interval([r["trained"]["surgery_gain"][L] for r in runs])
                                      for L in runs[0]["trained"]["surgery_gain"]}
+            entry["surgery_gain_by_seed"] = {L: [r["trained"]["surgery_gain"][L] for r in runs]
+                                             for L in runs[0]["trained"]["surgery_gain"]}
         out[label] = entry
+    return out
+
+
+def surgery_differences(summary):
+    """[(a, b, {length: stats.paired_difference of a's surgery gain - b's})] for every two
+    variants with a surgery gain over the same seeds: paired by seed, as the lab's runs are."""
+    with_gain = [label for label, e in summary.items() if "surgery_gain_by_seed" in e]
+    out = []
+    for i, a in enumerate(with_gain):
+        for b in with_gain[i + 1:]:
+            ga, gb = summary[a]["surgery_gain_by_seed"], summary[b]["surgery_gain_by_seed"]
+            if summary[a]["seeds"] == summary[b]["seeds"]:
+                out.append((a, b, {L: stats.paired_difference(ga[L], gb[L]) for L in ga if L in gb}))
     return out
 
 
@@ -197,6 +212,17 @@ def mechanism_markdown(summary, N):
         for label, g in gains.items():
             lines.append(f"| {label} | " + " | ".join(stats.interval_text(g[L]) for L in lengths) + " |")
         lines.append("")
+        pairs = surgery_differences(summary)
+        if pairs:
+            lines += ["Paired differences of the gain, a - b (the same seeds; 95% t interval; n.s.: the "
+                      "interval contains 0):", "",
+                      "| a - b | " + " | ".join(f"{int(L) // N}N ({L})" for L in lengths) + " |",
+                      "|---|" + "---|" * len(lengths)]
+            for a, b, diffs in pairs:
+                cells = [f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + ("" if d["separated"] else " n.s.")
+                         for d in (diffs[L] for L in lengths)]
+                lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 

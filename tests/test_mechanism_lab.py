@@ -9,7 +9,7 @@ import pytest
 
 from minifope.errors import UserError
 from minifope.experiment import run_experiment
-from minifope.mechanism_lab import run_lab_mechanism, summarise_mechanism
+from minifope.mechanism_lab import run_lab_mechanism, summarise_mechanism, surgery_differences
 
 from test_experiment import ROOT, constant_lr
 
@@ -48,6 +48,14 @@ def test_every_finished_run_is_measured_trained_and_at_init(lab, tmp_path):
         for L, gain in run["trained"]["surgery_gain"].items():
             assert gain == pytest.approx(before[L]["loss"] - run["trained"]["surgery_loss"][L])
             assert gain != 0  # the surgery changed the model
+    # the two surgeries compared seed by seed
+    gains = {label: [json.loads((out / "runs" / label / f"seed{s}/mechanism.json").read_text())["trained"]
+                     ["surgery_gain"] for s in (0, 1)] for label in ("rope", "series-only")}
+    (a, b, diffs), = surgery_differences(summary)
+    assert (a, b) == ("rope", "series-only")
+    for L, d in diffs.items():
+        assert d["mean"] == pytest.approx(np.mean([gains["rope"][s][L] - gains["series-only"][s][L] for s in (0, 1)]))
+    assert "| rope - series-only |" in (tmp_path / "mechanism.md").read_text()
 
 
 def test_a_run_measured_once_is_reused(lab, tmp_path):
