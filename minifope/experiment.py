@@ -946,8 +946,8 @@ def _passkey_summary(per_seed):
 
 
 def _pooled_by_distance(per_seed):
-    """{distance: (the lengths that hold it, their keys, correct (seeds, prompts))}, by distance:
-    each needle distance's prompts pooled over every passkey length whose grid has it."""
+    """{distance: (the lengths that hold it, their keys by seed, correct (seeds, prompts))}, by
+    distance: each needle distance's prompts pooled over every passkey length whose grid has it."""
     first = per_seed[0]
     cells = {}
     for i, distances in enumerate(first["distances"]):
@@ -955,7 +955,7 @@ def _pooled_by_distance(per_seed):
             cells.setdefault(d, []).append((i, j))
     out = {}
     for d in sorted(cells):
-        keys = [k for i, j in cells[d] for k in first["keys"][i][j]]
+        keys = [[k for i, j in cells[d] for k in r["keys"][i][j]] for r in per_seed]
         correct = np.array([[c for i, j in cells[d] for c in r["correct"][i][j]] for r in per_seed])
         out[d] = ([first["lengths"][i] for i, _ in cells[d]], keys, correct)
     return out
@@ -986,14 +986,8 @@ def _paired(a, runs_a, b, runs_b):
         pooled_b = _pooled_by_distance([runs_b[s]["passkey"] for s in seeds])
         out["passkey_by_distance"] = {
             str(d): stats.paired_accuracy_difference(pooled_a[d][2], pooled_b[d][2])
-            for d in pooled_a if d in pooled_b and pooled_a[d][:2] == pooled_b[d][:2]
-            and all(_pooled_keys(runs_a[s], d) == _pooled_keys(runs_b[s], d) for s in seeds)}
+            for d in pooled_a if d in pooled_b and pooled_a[d][:2] == pooled_b[d][:2]}  # same prompts
     return out
-
-
-def _pooled_keys(result, d):
-    """One seed's keys at distance d, pooled over lengths (as _pooled_by_distance lays them out)."""
-    return _pooled_by_distance([result["passkey"]])[d][1]
 
 
 def _cell(r, digits=3):

@@ -44,8 +44,9 @@ def load_point(folder, suffix="", embeddings=EMBEDDINGS):
     try:
         summary = json.loads(path.read_text())
         variants = summary["variants"]
-        summary["train_len"], summary["differences"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if not {"train_len", "differences"} <= summary.keys():
+            raise KeyError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path} is not an experiment report (results.json, written by experiment "
                         "--report-to)") from None
     names = {}

@@ -70,7 +70,6 @@ NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
 
 _NUMBER = re.compile(r"[0-9]+")
-KEY_OFFSET = NEEDLE.index("{key}")  # the key's first digit within the needle
 _UNSET = object()
 
 # The lab's prompts: the probe set, scored during training, has keys of its own (drawn from
@@ -148,9 +147,8 @@ class Layout:
         return np.concatenate([self.filler_head, *[self.filler_tail] * repeats])[:n]
 
     def key(self, key):
-        key = str(key)
-        if not _NUMBER.fullmatch(key):
-            raise UserError(f"a pass key is a string of digits, got {key!r}")
+        """The ids of " " + key: a space token, then one token per digit."""
+        key = _key(key)
         if len(key) != self.key_digits:
             raise UserError(f"a pass key of {len(key)} digits in a layout for {self.key_digits}-digit keys")
         return np.array([self.space, *self.digits[[int(d) for d in key]]], dtype=np.int64)
