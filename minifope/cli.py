@@ -168,7 +168,8 @@ def cmd_experiment(args):
         summary = report_finished(ec, args.out, args.report_to)
         print(markdown_table(summary))
         print(f"the runs of {args.out} finished so far (seeds {summary['variants'][ec.variants[0]]['seeds']}): "
-              f"results and figures in {args.report_to}")
+              f"results and figures in {args.report_to}, the records of every run evaluated so far "
+              f"(eval*.json, log.jsonl) in {args.report_to}/runs")
         return 0
     summary = run_experiment(ec, args.out, progress=not args.quiet, jobs=args.jobs)
     print(markdown_table(summary))
@@ -238,8 +239,10 @@ def add_experiment_flags(p, default_out, preset):
                    "(auto, the default: a GPU if there is one); on a GPU one run at a time unless --jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report-to", type=path, metavar="DIR", help="train nothing: write the results of "
-                   "the runs of --out finished so far (every variant of a seed evaluated) into DIR; "
-                   "give the flags the experiment was started with")
+                   "the runs of --out finished so far (every variant of a seed evaluated) into DIR, "
+                   "and every evaluated run's records (eval*.json, log.jsonl) into DIR/runs, from "
+                   "which an experiment resumes without training them again; give the flags the "
+                   "experiment was started with")
     p.add_argument("--mechanism-to", type=path, metavar="DIR", help="train nothing: measure spectrum "
                    "damage in the finished runs of --out and at their init (mechanism_lab.py) and write "
                    "mechanism.md, .json, .png into DIR; give the flags the experiment was started with")

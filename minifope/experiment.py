@@ -46,6 +46,12 @@ figures. Everything finished is kept: a crashed or stopped experiment, run again
 same command, resumes training where the checkpoints stop and skips every evaluation
 already written (eval.json per run). The learning rate is constant after warmup, so a
 larger --steps later trains every run on to the same point a longer run would have reached.
+A report (report_finished, --report-to DIR) also keeps every evaluated run's records in
+DIR/runs: its eval*.json, which name the run's configs and tokenizer (_run_record), and its
+log.jsonl, without the checkpoint. They are small enough to commit, the report can be
+written again from them, and an experiment in a new folder with them copied into its runs/
+reuses those runs instead of training them again (a run whose record names another config,
+or that lacks an evaluation the experiment asks for, is trained afresh).
 
 Variants: a position embedding (rope, fope, alibi, nope; fope-authors is FoPE with the
 authors' padding of the non-rotating pairs, cos = sin = 1, as the paper's numbers were
@@ -521,7 +527,7 @@ def _check_texts(ec):
     an evaluation text with characters outside it, one too short for the longest length, or a
     passkey evaluation whose characters the vocabulary lacks; and --eval-data naming the
     training corpus itself."""
-    from .data import CORPORA, CharTokenizer
+    from .data import CORPORA
     from .loop import passkey_chars
 
     if ec.eval_data == ec.data and ec.data in CORPORA:
@@ -529,9 +535,7 @@ def _check_texts(ec):
                         "include what was trained on: leave --eval-data out to evaluate on its "
                         "validation part")
     (train_text, val_text), eval_text, tokenizer = _texts(ec)
-    if tokenizer is None:
-        extra = passkey_chars() if ec.train.get("passkey_frac", 0) > 0 else ""
-        tokenizer = CharTokenizer.from_text(train_text + val_text + extra)
+    tokenizer = tokenizer or _vocabulary(ec)
     if tokenizer.kind == "bpe":
         _check_passkey_windows(ec, tokenizer)
     try:
@@ -550,6 +554,30 @@ def _check_texts(ec):
     if eval_length < longest + 1:
         raise UserError(f"the evaluation text has {eval_length} {tokenizer.unit}s; the longest length "
                         f"evaluated, {longest}, needs {longest + 1}. Use a longer text or smaller --lengths")
+
+
+def _vocabulary(ec):
+    """The tokenizer every run of ec is built with: _texts's, or, where that is None, the one
+    prepare_run builds (the training text's characters and the passkey's)."""
+    from .data import CharTokenizer
+    from .loop import passkey_chars
+
+    (train_text, val_text), _, tokenizer = _texts(ec)
+    if tokenizer is not None:
+        return tokenizer
+    extra = passkey_chars() if TrainConfig(**ec.train).passkey_frac > 0 else ""
+    return CharTokenizer.from_text(train_text + val_text + extra)
+
+
+def _run_record(config, tc, data_name, tokenizer):
+    """What a run was trained as, kept in its eval.json (as JSON gives it back): its model
+    config, training config, corpus and a digest of its tokenizer. With it a run folder kept
+    without its checkpoint (a report's runs/, see keep_records) can be recognised as the run
+    an experiment asks for, and is not trained again."""
+    record = dict(model=dataclasses.replace(config, vocab_size=tokenizer.vocab_size, seed=tc.seed).to_dict(),
+                  train=dataclasses.asdict(tc), data=data_name,
+                  tokenizer=hashlib.sha256(tokenizer.to_json().encode()).hexdigest())
+    return json.loads(json.dumps(record))
 
 
 def _check_budget(run_dir, loaded, tc):
@@ -606,6 +634,10 @@ def run_one(ec, out, label, seed, progress=False):
     config, tc = _run_configs(ec, label, seed)
     corpus, eval_text, vocabulary = _texts(ec)
     run_dir = _run_dir(out, label, seed)
+    if not (run_dir / CKPT_NAME).exists():  # kept without its checkpoint: reused if all there
+        kept = _kept_rows(ec, out, label, seed)
+        if kept is not None:
+            return kept
     probe = None
     if round(tc.passkey_frac * tc.batch_size):
         def probe(model, tokenizer):
@@ -613,8 +645,10 @@ def run_one(ec, out, label, seed, progress=False):
     model, tokenizer, step = _train_run(run_dir, config, tc, corpus, ec.data, progress, probe=probe,
                                         tokenizer=vocabulary, ec=ec)
     eval_tokens = tokenizer.encode(eval_text)
+    record = _run_record(model.config, tc, ec.data, tokenizer)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
-                                                                        eval_tokens, N, seed, progress))}
+                                                                        eval_tokens, N, seed, progress),
+                                record=record)}
     rows[label]["curve"] = retrieval_curve(run_dir)
     if config.pe == "rope" and not config.rope_clip:
         for kind in ec.extend:
@@ -755,17 +789,81 @@ def _run_in_processes(ec, out, todo, jobs, cores, board):
                 os.environ[k] = v
 
 
-def _cached_eval(run_dir, ec, step, compute, name="eval"):
-    # kept while the evaluation settings and the checkpoint's step are the same
+def _cached_eval(run_dir, ec, step, compute, name="eval", record=None):
+    # kept while the evaluation settings and the checkpoint's step are the same; record
+    # (_run_record), where given, is written beside the result
     path = run_dir / f"{name}.json"
     stored = _read_cache(path)
     if stored is not None:
         if stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
+            if record is not None and stored.get("run") != record:
+                _write_json(path, dict(stored, run=record))  # written before runs had records
             return stored["result"]
     result = compute()
     engine = ec.backend if ec.backend == "numpy" else f"torch {torch_device(ec).type}"
-    _write_json(path, {"eval_key": ec.eval_key(), "step": step, "engine": engine, "result": result})
+    _write_json(path, {"eval_key": ec.eval_key(), "step": step, "engine": engine, "result": result,
+                       **({"run": record} if record is not None else {})})
     return result
+
+
+def _kept(path, ec, step):
+    """The result stored in the evaluation file `path` under ec's evaluation settings at `step`,
+    or None."""
+    stored = _read_cache(path)
+    if stored and stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
+        return stored
+    return None
+
+
+def _kept_rows(ec, out, label, seed):
+    """run_one's rows of a run from its folder alone, loading no checkpoint: when its eval.json
+    at the budget records the very run ec asks for (_run_record) and every other evaluation
+    run_one would make is there too; else None."""
+    budget = TrainConfig(**ec.train).steps
+    config, tc = _run_configs(ec, label, seed)
+    run_dir = _run_dir(out, label, seed)
+    stored = _kept(run_dir / "eval.json", ec, budget)
+    if stored is None or stored.get("run") != _run_record(config, tc, ec.data, _vocabulary(ec)):
+        return None
+    rows = {label: dict(stored["result"], curve=retrieval_curve(run_dir), steps=budget)}
+    names = [f"eval-{kind}" for kind in ec.extend] if config.pe == "rope" and not config.rope_clip else []
+    for name, row in zip(names, [f"{label}+{kind}" for kind in ec.extend]):
+        extra = _kept(run_dir / f"{name}.json", ec, budget)
+        if extra is None:
+            return None
+        rows[row] = dict(extra["result"], steps=budget)
+    if _other_corpus(ec):
+        home = _kept(run_dir / "eval-home.json", ec, budget)
+        if home is None:
+            return None
+        rows[home_row(label, ec)] = dict(home["result"], steps=budget)
+    continued = _finished_continuations(ec, out, label, seed)
+    if continued is None:
+        return None
+    rows.update(continued)
+    return rows
+
+
+def keep_records(ec, out, dest):
+    """Copy the records of every run of `out` evaluated under ec's settings (its eval*.json and
+    log.jsonl, not its checkpoint) into dest/runs/<variant>/seed<k>/; return how many runs.
+    They are enough to write the report again (--report-to with --out dest) and to resume
+    the experiment in a new folder with them copied into its runs/: run_one reuses a run kept
+    this way (_kept_rows) instead of training it again."""
+    count = 0
+    for eval_file in sorted(Path(out).glob("runs/*/seed*/eval.json")):
+        run_dir = eval_file.parent
+        stored = _read_cache(eval_file)
+        if not stored or stored.get("eval_key") != ec.eval_key():
+            continue
+        target = Path(dest) / "runs" / run_dir.parent.name / run_dir.name
+        if target.exists() and target.resolve() == run_dir.resolve():
+            continue  # dest is out
+        for source in sorted(run_dir.glob("eval*.json")) + [run_dir / LOG_NAME]:
+            if source.exists():
+                atomic_write(target / source.name, lambda f, data=source.read_bytes(): f.write(data))
+        count += 1
+    return count
 
 
 def finished_runs(ec, out):
@@ -819,8 +917,10 @@ def _finished_continuations(ec, out, label, seed):
 
 def report_finished(ec, out, dest):
     """Write results.json, results.md and the figures of the runs of `out` finished so far
-    (finished_runs) into `dest`; return the summary. For a look at a long experiment while it
-    runs or after it stopped. Raises UserError when no seed has finished every variant."""
+    (finished_runs) into `dest`, and the records of every run evaluated so far into
+    dest/runs (keep_records); return the summary. For a look at a long experiment while it
+    runs or after it stopped, and to keep its results beside the report. Raises UserError
+    when no seed has finished every variant."""
     ec.check()
     runs, seeds = finished_runs(ec, Path(out))
     if not seeds:
@@ -829,6 +929,7 @@ def report_finished(ec, out, dest):
     summary = summarise(runs, dataclasses.replace(ec, seeds=len(seeds)), ec.model["train_len"])
     Path(dest).mkdir(parents=True, exist_ok=True)
     write_report(summary, dest)
+    keep_records(ec, out, dest)
     return summary
 
 

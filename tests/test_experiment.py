@@ -402,6 +402,65 @@ def test_report_to_summarises_the_seeds_every_variant_has_finished(tmp_path):
     assert "| rope |" in result.stdout and (tmp_path / "r2/results.json").exists()
 
 
+def test_report_keeps_run_records_from_which_an_experiment_resumes_without_training(tmp_path):
+    import shutil
+
+    ec = tiny(seeds=1, extend=["yarn"])
+    first = run_experiment(ec, tmp_path / "exp", progress=False)
+    E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    for label in ("rope", "alibi"):
+        kept = tmp_path / "report/runs" / label / "seed0"
+        assert (kept / "eval.json").exists() and (kept / "log.jsonl").exists()
+        assert not (kept / "ckpt.npz").exists()  # records only, no checkpoint
+        run = json.loads((kept / "eval.json").read_text())["run"]
+        assert run["model"]["pe"] == label and run["train"]["steps"] == 4 and run["data"] == ec.data
+    assert (tmp_path / "report/runs/rope/seed0/eval-yarn.json").exists()
+    # the report can be written again from the records alone
+    again = E.report_finished(ec, tmp_path / "report", tmp_path / "report2")
+    assert again["variants"]["rope"]["loss"] == first["variants"]["rope"]["loss"]
+    # a new folder with the records copied into its runs/ resumes without training them again
+    shutil.copytree(tmp_path / "report/runs", tmp_path / "new/runs")
+    resumed = run_experiment(ec, tmp_path / "new", progress=False)
+    assert not list((tmp_path / "new/runs").glob("*/seed0/ckpt.npz"))
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(first))
+    # a second seed is trained beside them, and the first seed's runs are still reused
+    two = run_experiment(tiny(seeds=2, extend=["yarn"]), tmp_path / "new", progress=False)
+    assert (tmp_path / "new/runs/rope/seed1/ckpt.npz").exists()
+    assert not (tmp_path / "new/runs/rope/seed0/ckpt.npz").exists()
+    assert two["variants"]["rope"]["loss"]["128"]["values"][0] == first["variants"]["rope"]["loss"]["128"]["values"][0]
+
+
+def test_a_kept_run_of_another_config_or_missing_an_evaluation_is_trained_again(tmp_path):
+    import shutil
+
+    ec = tiny(seeds=1, extend=["yarn"])
+    run_experiment(ec, tmp_path / "exp", progress=False)
+    E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    shutil.copytree(tmp_path / "report/runs", tmp_path / "new/runs")
+    path = tmp_path / "new/runs/alibi/seed0/eval.json"
+    stored = json.loads(path.read_text())
+    stored["run"]["model"]["d_model"] = 32  # a run of another width left under this name
+    path.write_text(json.dumps(stored))
+    (tmp_path / "new/runs/rope/seed0/eval-yarn.json").unlink()  # RoPE's YaRN evaluation missing
+    assert E._kept_rows(ec, tmp_path / "new", "alibi", 0) is None
+    assert E._kept_rows(ec, tmp_path / "new", "rope", 0) is None
+    run_experiment(ec, tmp_path / "new", progress=False)
+    for label in ("rope", "alibi"):
+        assert (tmp_path / f"new/runs/{label}/seed0/ckpt.npz").exists()
+    assert json.loads(path.read_text())["run"]["model"]["d_model"] == 16
+
+
+def test_an_evaluation_written_before_runs_had_records_gets_its_record(tmp_path):
+    ec = tiny(seeds=1)
+    run_experiment(ec, tmp_path, progress=False)
+    path = tmp_path / "runs/rope/seed0/eval.json"
+    stored = json.loads(path.read_text())
+    record = stored.pop("run")
+    path.write_text(json.dumps(stored))
+    run_experiment(ec, tmp_path, progress=False)  # the checkpoint is there: evaluates nothing
+    assert json.loads(path.read_text()) == dict(stored, run=record)
+
+
 def test_an_experiment_without_passkey_prompts_reports_loss_alone_without_warnings(tmp_path):
     ec = tiny(seeds=1, train=dict(steps=2, batch_size=4, eval_interval=2, eval_batches=1), passkey_multipliers=[])
     with warnings.catch_warnings():
