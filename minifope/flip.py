@@ -8,7 +8,9 @@ A point of the map is one experiment's report (results.json, written by `experim
 --report-to DIR`): the default comparison (rope, fope as the authors ran it, alibi, nope,
 clip-only) trained with one setting changed from the default recipe. Its variants are the
 report's labels that end with the point's suffix (":n_head=2"; none: the labels without a
-colon), named in the map by what comes before it. For every point:
+colon), named in the map by what comes before it. A report evaluated on another corpus
+(--eval-data) has its loss read from its rows on the training corpus (home_rows), as every
+other point's is. For every point:
 
 - the ranking on loss at 4N and at 16N, and on passkey retrieval at the needle distances 2N,
   4N, 8N, ... of the lab's distance grid (each pooled over the prompt lengths that hold it; the
@@ -76,17 +78,38 @@ def difference(summary, a, b, kind, key):
     return None
 
 
+def home_rows(summary, names):
+    """{name: label} of the rows whose loss a point ranks: in a report evaluated on another
+    corpus (experiment --eval-data, a shift in data), each variant's row on its training
+    corpus's validation text ('rope [shakespeare]'), so that every point's loss is read on
+    the text it trained on; else the variants' own rows. (Retrieval does not depend on the
+    evaluation text: the passkey prompts are the same with either.)"""
+    variants = summary["variants"]
+    if not summary.get("eval_text"):
+        return dict(names)
+    out = {}
+    for name, label in names.items():
+        home = [row for row in variants if row.startswith(label + " [") and row.endswith("]")]
+        if len(home) != 1:
+            raise UserError(f"the report evaluated on {summary['eval_text'].get('name')} has no row of "
+                            f"{label} on its training corpus ('{label} [CORPUS]') to rank its loss by")
+        out[name] = home[0]
+    return out
+
+
 def _metrics(summary, names):
-    """[(metric name, kind, key, {name: mean}, higher_is_better)] of a point: loss at 4N and
-    16N, retrieval at each distance 2N, 4N, 8N, ... the reports hold."""
+    """[(metric name, kind, key, {name: mean}, higher_is_better, {name: label})] of a point:
+    loss at 4N and 16N (of home_rows), retrieval at each distance 2N, 4N, 8N, ... the
+    reports hold."""
     N = summary["train_len"]
     variants = summary["variants"]
     out = []
+    loss_names = home_rows(summary, names)
     for m in LOSS_AT:
-        means = {n: variants[label]["loss"][str(m * N)]["mean"] for n, label in names.items()
+        means = {n: variants[label]["loss"][str(m * N)]["mean"] for n, label in loss_names.items()
                  if str(m * N) in variants[label]["loss"]}
         if len(means) >= 2:
-            out.append((f"loss {m}N", "loss", m * N, means, False))
+            out.append((f"loss {m}N", "loss", m * N, means, False, loss_names))
     distances = sorted({d for label in names.values()
                         for d in variants[label].get("passkey", {}).get("by_distance", {}).get("distances", [])
                         if d > N and d % N == 0 and (d // N) & (d // N - 1) == 0})
@@ -97,7 +120,7 @@ def _metrics(summary, names):
             if by_d and d in by_d["distances"]:
                 means[n] = by_d["accuracy"][by_d["distances"].index(d)]["mean"]
         if len(means) >= 2:
-            out.append((f"retrieval d={d}", "passkey_by_distance", d, means, True))
+            out.append((f"retrieval d={d}", "passkey_by_distance", d, means, True, names))
     return out
 
 
@@ -134,11 +157,11 @@ def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
                      train_len=summary["train_len"],
                      unit=summary.get("unit", "character"), seeds=summary.get("seeds"),
                      steps=summary.get("steps"), metrics=[])
-        for metric, kind, key, means, higher in _metrics(summary, names):
-            row = dict(metric=metric, key=key, ranking=ranking(summary, names, kind, key, means, higher),
+        for metric, kind, key, means, higher, rows in _metrics(summary, names):
+            row = dict(metric=metric, key=key, ranking=ranking(summary, rows, kind, key, means, higher),
                        means=means)
-            if fope in names and alibi in names:
-                d = difference(summary, names[fope], names[alibi], kind, key)
+            if fope in rows and alibi in rows:
+                d = difference(summary, rows[fope], rows[alibi], kind, key)
                 row.update(fope_minus_alibi=d, verdict=verdict(d, higher))
             entry["metrics"].append(row)
         out.append(entry)

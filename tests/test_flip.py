@@ -88,6 +88,29 @@ def test_the_map_finds_where_fope_overtakes_alibi_along_an_axis(tmp_path):
     assert json.loads((tmp_path / "map" / "flip.json").read_text())["points"][1]["value"] == "64"
 
 
+def test_a_report_on_another_corpus_is_ranked_by_its_loss_on_the_training_corpus(tmp_path):
+    folder = _report(tmp_path, LOSSES, RETRIEVAL)
+    summary = json.loads((folder / "results.json").read_text())
+    # the evaluation corpus's rows: the opposite order; the training corpus's ([shakespeare]): LOSSES
+    home = {f"{name} [shakespeare]": dict(summary["variants"][name]) for name in LOSSES}
+    for name in LOSSES:
+        summary["variants"][name]["loss"] = {k: {"mean": -v["mean"]} for k, v in
+                                             summary["variants"][name]["loss"].items()}
+    summary["variants"].update(home)
+    summary["differences"] += [dict(d, a=d["a"] + " [shakespeare]", b=d["b"] + " [shakespeare]")
+                               for d in summary["differences"]]
+    summary["eval_text"] = {"name": "pydoc"}
+    (folder / "results.json").write_text(json.dumps(summary))
+    result = flip_map([("corpus", "x", folder, "")])
+    rankings = {m["metric"]: m["ranking"] for m in result["points"][0]["metrics"]}
+    assert rankings == {"loss 4N": "alibi ~ fope-authors > rope", "loss 16N": "alibi > fope-authors > rope",
+                        f"retrieval d={2 * N}": "alibi ~ fope-authors > rope"}
+    del summary["variants"]["rope [shakespeare]"]
+    (folder / "results.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match=r"no row of rope on its training corpus"):
+        flip_map([("corpus", "x", folder, "")])
+
+
 def test_a_point_without_fope_ahead_anywhere_says_so(tmp_path):
     folder = _report(tmp_path, LOSSES, RETRIEVAL)
     text = cli("flip", "--out", tmp_path / "map", "--point", "tokens", "char", folder)
