@@ -920,16 +920,18 @@ def report_finished(ec, out, dest):
     (finished_runs) into `dest`, and the records of every run evaluated so far into
     dest/runs (keep_records); return the summary. For a look at a long experiment while it
     runs or after it stopped, and to keep its results beside the report. Raises UserError
-    when no seed has finished every variant."""
+    when no seed has finished every variant (after keeping the records of the runs that are
+    evaluated, if any)."""
     ec.check()
     runs, seeds = finished_runs(ec, Path(out))
+    kept = keep_records(ec, out, dest)
     if not seeds:
         raise UserError(f"{out} has no seed whose runs of every variant ({', '.join(ec.variants)}) are "
-                        "evaluated yet, under these settings; nothing to report")
+                        "evaluated yet, under these settings; nothing to report"
+                        + (f" (the records of its {kept} evaluated run(s) are kept in {dest}/runs)" if kept else ""))
     summary = summarise(runs, dataclasses.replace(ec, seeds=len(seeds)), ec.model["train_len"])
     Path(dest).mkdir(parents=True, exist_ok=True)
     write_report(summary, dest)
-    keep_records(ec, out, dest)
     return summary
 
 

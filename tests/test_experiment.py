@@ -391,6 +391,11 @@ def test_report_to_summarises_the_seeds_every_variant_has_finished(tmp_path):
     (tmp_path / "exp/runs/alibi/seed0/eval.json").unlink()
     with pytest.raises(UserError, match="no seed whose runs of every variant"):
         E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    # the records of the runs evaluated so far are kept all the same
+    with pytest.raises(UserError, match=r"the records of its 1 evaluated run\(s\) are kept"):
+        E.report_finished(ec, tmp_path / "exp", tmp_path / "partial")
+    assert (tmp_path / "partial/runs/rope/seed0/eval.json").exists()
+    assert not (tmp_path / "partial/runs/alibi").exists() and not (tmp_path / "partial/results.json").exists()
     result = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(tmp_path / "exp"),
                              "--report-to", str(tmp_path / "r2"), "--pe", "rope", "--seeds", "1",
                              "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "128",
