@@ -845,18 +845,26 @@ def _kept_rows(ec, out, label, seed):
 
 
 def keep_records(ec, out, dest):
-    """Copy the records of every run of `out` evaluated under ec's settings (its eval*.json and
-    log.jsonl, not its checkpoint) into dest/runs/<variant>/seed<k>/; return how many runs.
-    They are enough to write the report again (--report-to with --out dest) and to resume
-    the experiment in a new folder with them copied into its runs/: run_one reuses a run kept
-    this way (_kept_rows) instead of training it again."""
+    """Copy the records of every run of ec's variants and seeds (and their continued runs) in
+    `out` evaluated under ec's settings (its eval*.json and log.jsonl, not its checkpoint)
+    into dest/runs/<variant>/seed<k>/; return how many runs. They are enough to write the
+    report again (--report-to with --out dest) and to resume the experiment in a new folder
+    with them copied into its runs/: run_one reuses a run kept this way (_kept_rows) instead
+    of training it again. Runs of other variants in `out` are left out."""
+    names = []
+    for label in ec.variants:
+        for seed in range(ec.seeds):
+            names.append((label, seed))
+            config = _run_configs(ec, label, seed)[0]
+            if ec.continue_factor and continues(config):
+                names += [(name, seed) for name in continuations(label, config, ec, ec.model["train_len"])]
     count = 0
-    for eval_file in sorted(Path(out).glob("runs/*/seed*/eval.json")):
-        run_dir = eval_file.parent
-        stored = _read_cache(eval_file)
+    for label, seed in names:
+        run_dir = _run_dir(out, label, seed)
+        stored = _read_cache(run_dir / "eval.json")
         if not stored or stored.get("eval_key") != ec.eval_key():
             continue
-        target = Path(dest) / "runs" / run_dir.parent.name / run_dir.name
+        target = _run_dir(dest, label, seed)
         if target.exists() and target.resolve() == run_dir.resolve():
             continue  # dest is out
         for source in sorted(run_dir.glob("eval*.json")) + [run_dir / LOG_NAME]:

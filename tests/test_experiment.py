@@ -188,6 +188,10 @@ def test_continued_training_adds_yarn_and_fope_runs_from_the_same_checkpoint(tmp
     # --report-to's path finds the continued runs too
     runs, seeds = E.finished_runs(ec, tmp_path)
     assert seeds == [0] and continued <= set(runs)
+    # and a report keeps their records beside the runs they continue
+    E.report_finished(ec, tmp_path, tmp_path / "report")
+    for name in continued | {"rope", "fope-authors", "alibi"}:
+        assert (tmp_path / "report/runs" / E._slug(name) / "seed0/eval.json").exists()
     # the tables put a continued run's passkey cells under its own lengths (256, 512), not N's
     table = E.markdown_table(summary)
     by_length = table[table.index("**Passkey accuracy by prompt length"):].split("\n")
@@ -420,6 +424,9 @@ def test_report_keeps_run_records_from_which_an_experiment_resumes_without_train
         run = json.loads((kept / "eval.json").read_text())["run"]
         assert run["model"]["pe"] == label and run["train"]["steps"] == 4 and run["data"] == ec.data
     assert (tmp_path / "report/runs/rope/seed0/eval-yarn.json").exists()
+    # a report of some of the folder's variants keeps their runs only
+    E.report_finished(tiny(seeds=1, variants=["alibi"]), tmp_path / "exp", tmp_path / "alibi-only")
+    assert [p.name for p in (tmp_path / "alibi-only/runs").iterdir()] == ["alibi"]
     # the report can be written again from the records alone
     again = E.report_finished(ec, tmp_path / "report", tmp_path / "report2")
     assert again["variants"]["rope"]["loss"] == first["variants"]["rope"]["loss"]
