@@ -885,16 +885,16 @@ def finished_runs(ec, out):
         rows = {}
         for label in ec.variants:
             run_dir = _run_dir(out, label, seed)
-            stored = _read_cache(run_dir / "eval.json")
-            if not stored or stored.get("eval_key") != ec.eval_key() or stored.get("step") != budget:
+            stored = _kept(run_dir / "eval.json", ec, budget)
+            if stored is None:
                 break
             rows[label] = dict(stored["result"], curve=retrieval_curve(run_dir), steps=budget)
             for kind in ec.extend:
-                extra = _read_cache(run_dir / f"eval-{kind}.json")
-                if extra and extra.get("eval_key") == ec.eval_key() and extra.get("step") == budget:
+                extra = _kept(run_dir / f"eval-{kind}.json", ec, budget)
+                if extra is not None:
                     rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
-            home = _read_cache(run_dir / "eval-home.json") if _other_corpus(ec) else None
-            if home and home.get("eval_key") == ec.eval_key() and home.get("step") == budget:
+            home = _kept(run_dir / "eval-home.json", ec, budget) if _other_corpus(ec) else None
+            if home is not None:
                 rows[home_row(label, ec)] = dict(home["result"], steps=budget)
             continued = _finished_continuations(ec, out, label, seed)
             if continued is None:
@@ -916,8 +916,8 @@ def _finished_continuations(ec, out, label, seed):
     rows = {}
     for name in continuations(label, config, ec, ec.model["train_len"]):
         sub = _run_dir(out, name, seed)
-        stored = _read_cache(sub / "eval.json")
-        if not stored or stored.get("eval_key") != ec.eval_key() or stored.get("step") != ec.continue_steps:
+        stored = _kept(sub / "eval.json", ec, ec.continue_steps)
+        if stored is None:
             return None
         rows[name] = dict(stored["result"], curve=retrieval_curve(sub), steps=ec.continue_steps)
     return rows
