@@ -76,7 +76,7 @@ from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
 from .config import GPTConfig
 from .errors import UserError
 from .lengthgen import eval_windows, legend_outside, loss_by_length, plot_loss_by_length, plot_loss_by_position
-from .passkey import has_repeated_digit, passkey_by_distance, probe_accuracy
+from .passkey import distance_grid, has_repeated_digit, passkey_by_distance, probe_accuracy
 from .parallel import get_threads, set_threads
 from .progress import RunBoard
 from .runfolder import LOG_NAME, RunFolder
@@ -646,22 +646,23 @@ def run_one(ec, out, label, seed, progress=False):
                                         tokenizer=vocabulary, ec=ec)
     eval_tokens = tokenizer.encode(eval_text)
     record = _run_record(model.config, tc, ec.data, tokenizer)
+    losses = _shape(ec, N, config.n_layer)
     rows = {label: _cached_eval(run_dir, ec, step, lambda: _evaluate_run(model, tokenizer, ec,
                                                                         eval_tokens, N, seed, progress),
-                                record=record)}
+                                _shape(ec, N, config.n_layer, tokenizer, passkey=True), record=record)}
     rows[label]["curve"] = retrieval_curve(run_dir)
     if config.pe == "rope" and not config.rope_clip:
         for kind in ec.extend:
             rows[f"{label}+{kind}"] = _cached_eval(
                 run_dir, ec, step, lambda: _extension_losses(model, ec, eval_tokens, N, kind, progress),
-                name=f"eval-{kind}")
+                losses, name=f"eval-{kind}")
     if _other_corpus(ec):  # a shift in data: the loss on the training corpus's own validation text too
         home_tokens = tokenizer.encode(corpus[1])
         lengths = [N * m for m in ec.multipliers]
         rows[home_row(label, ec)] = _cached_eval(
             run_dir, ec, step, lambda: {"loss": {str(L): r for L, r in loss_by_length(
                 forward_model(model, ec), home_tokens, lengths, ec.eval_chars, progress=progress).items()}},
-            name="eval-home")
+            losses, name="eval-home")
     # the same weights in every row
     rows = {name: {**result, "steps": step} for name, result in rows.items()}
     if ec.continue_factor and continues(config):
@@ -789,13 +790,79 @@ def _run_in_processes(ec, out, todo, jobs, cores, board):
                 os.environ[k] = v
 
 
-def _cached_eval(run_dir, ec, step, compute, name="eval", record=None):
-    # kept while the evaluation settings and the checkpoint's step are the same; record
-    # (_run_record), where given, is written beside the result
+@dataclass
+class Shape:
+    """What a stored evaluation must hold for the summary to read it: its loss at exactly
+    `lengths`; a passkey table at passkey_lengths with `distances` (per length) and `prompts`
+    prompts a cell, where passkey_lengths is not None; a leakage entry, where it has one, per
+    layer of n_layer."""
+    lengths: list
+    n_layer: int
+    passkey_lengths: list = None
+    distances: list = None
+    prompts: int = 0
+
+
+def _shape(ec, N, n_layer, tokenizer=None, passkey=False):
+    """The Shape of an evaluation at training length N: _evaluate_run's (passkey=True, given the
+    run's tokenizer) or a loss-only one's (_extension_losses, the home corpus's loss)."""
+    shape = Shape(lengths=[N * m for m in ec.multipliers], n_layer=n_layer)
+    if passkey and ec.passkey_multipliers:
+        shape.passkey_lengths = [N * m for m in ec.passkey_multipliers]
+        shape.distances = [distance_grid(L, N, tokenizer=tokenizer) for L in shape.passkey_lengths]
+        shape.prompts = ec.prompts
+    return shape
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+def _well_formed(result, shape):
+    """Whether a stored result (an eval*.json's) has `shape`, every number in it finite. A
+    damaged or hand-made file fails it and is treated as absent: computed again, or, for a run
+    kept without its checkpoint, the run is trained again."""
+    if not isinstance(result, dict) or not isinstance(result.get("loss"), dict):
+        return False
+    if set(result["loss"]) != {str(L) for L in shape.lengths}:
+        return False
+    for r in result["loss"].values():
+        edges, buckets = (r.get("bucket_edges"), r.get("bucket_loss")) if isinstance(r, dict) else (None, None)
+        if not (_number(r.get("loss")) and isinstance(r.get("n_windows"), int) and r["n_windows"] > 0
+                and isinstance(edges, list) and isinstance(buckets, list) and len(edges) == len(buckets) + 1
+                and all(map(_number, edges + buckets))):
+            return False
+    leakage = result.get("leakage", [])
+    if "leakage" in result and not (isinstance(leakage, list) and len(leakage) == shape.n_layer):
+        return False
+    if not all(isinstance(x, dict) and _number(x.get("q")) and _number(x.get("k")) for x in leakage):
+        return False
+    if shape.passkey_lengths is None:
+        return "passkey" not in result
+    table = result.get("passkey")
+    if not (isinstance(table, dict) and table.get("lengths") == shape.passkey_lengths
+            and table.get("distances") == shape.distances):
+        return False
+    for name, valid in (("keys", lambda k: isinstance(k, str) and k.isdigit()),
+                        ("correct", lambda c: c in (0, 1) and not isinstance(c, bool))):
+        cells = table.get(name)
+        if not (isinstance(cells, list) and [len(c) if isinstance(c, list) else -1 for c in cells]
+                == [len(d) for d in shape.distances]):
+            return False
+        for cell in (cell for by_length in cells for cell in by_length):
+            if not (isinstance(cell, list) and len(cell) == shape.prompts and all(map(valid, cell))):
+                return False
+    return True
+
+
+def _cached_eval(run_dir, ec, step, compute, shape, name="eval", record=None):
+    # kept while the evaluation settings and the checkpoint's step are the same and it has
+    # `shape` (_well_formed); record (_run_record), where given, is written beside the result
     path = run_dir / f"{name}.json"
     stored = _read_cache(path)
     if stored is not None:
-        if stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
+        if (stored.get("eval_key") == ec.eval_key() and stored.get("step") == step
+                and _well_formed(stored.get("result"), shape)):
             if record is not None and stored.get("run") != record:
                 _write_json(path, dict(stored, run=record))  # written before runs had records
             return stored["result"]
@@ -806,11 +873,12 @@ def _cached_eval(run_dir, ec, step, compute, name="eval", record=None):
     return result
 
 
-def _kept(path, ec, step):
+def _kept(path, ec, step, shape):
     """The result stored in the evaluation file `path` under ec's evaluation settings at `step`,
-    or None."""
+    when it has `shape` (_well_formed); else None."""
     stored = _read_cache(path)
-    if stored and stored.get("eval_key") == ec.eval_key() and stored.get("step") == step:
+    if (stored and stored.get("eval_key") == ec.eval_key() and stored.get("step") == step
+            and _well_formed(stored.get("result"), shape)):
         return stored
     return None
 
@@ -822,18 +890,19 @@ def _kept_rows(ec, out, label, seed):
     budget = TrainConfig(**ec.train).steps
     config, tc = _run_configs(ec, label, seed)
     run_dir = _run_dir(out, label, seed)
-    stored = _kept(run_dir / "eval.json", ec, budget)
-    if stored is None or stored.get("run") != _run_record(config, tc, ec.data, _vocabulary(ec)):
+    N, tokenizer = ec.model["train_len"], _vocabulary(ec)
+    stored = _kept(run_dir / "eval.json", ec, budget, _shape(ec, N, config.n_layer, tokenizer, passkey=True))
+    if stored is None or stored.get("run") != _run_record(config, tc, ec.data, tokenizer):
         return None
     rows = {label: dict(stored["result"], curve=retrieval_curve(run_dir), steps=budget)}
     names = [f"eval-{kind}" for kind in ec.extend] if config.pe == "rope" and not config.rope_clip else []
     for name, row in zip(names, [f"{label}+{kind}" for kind in ec.extend]):
-        extra = _kept(run_dir / f"{name}.json", ec, budget)
+        extra = _kept(run_dir / f"{name}.json", ec, budget, _shape(ec, N, config.n_layer))
         if extra is None:
             return None
         rows[row] = dict(extra["result"], steps=budget)
     if _other_corpus(ec):
-        home = _kept(run_dir / "eval-home.json", ec, budget)
+        home = _kept(run_dir / "eval-home.json", ec, budget, _shape(ec, N, config.n_layer))
         if home is None:
             return None
         rows[home_row(label, ec)] = dict(home["result"], steps=budget)
@@ -879,21 +948,22 @@ def finished_runs(ec, out):
     evaluated at the budget under ec's evaluation settings, training and evaluating nothing.
     Only the seeds every variant has finished are kept, so that comparisons stay paired;
     with continue_factor, those whose continued runs are all evaluated too."""
-    budget = TrainConfig(**ec.train).steps
+    budget, N, tokenizer = TrainConfig(**ec.train).steps, ec.model["train_len"], _vocabulary(ec)
     runs, seeds = {}, []
     for seed in range(ec.seeds):
         rows = {}
         for label in ec.variants:
             run_dir = _run_dir(out, label, seed)
-            stored = _kept(run_dir / "eval.json", ec, budget)
+            n_layer = _run_configs(ec, label, seed)[0].n_layer
+            stored = _kept(run_dir / "eval.json", ec, budget, _shape(ec, N, n_layer, tokenizer, passkey=True))
             if stored is None:
                 break
             rows[label] = dict(stored["result"], curve=retrieval_curve(run_dir), steps=budget)
             for kind in ec.extend:
-                extra = _kept(run_dir / f"eval-{kind}.json", ec, budget)
+                extra = _kept(run_dir / f"eval-{kind}.json", ec, budget, _shape(ec, N, n_layer))
                 if extra is not None:
                     rows[f"{label}+{kind}"] = dict(extra["result"], steps=budget)
-            home = _kept(run_dir / "eval-home.json", ec, budget) if _other_corpus(ec) else None
+            home = _kept(run_dir / "eval-home.json", ec, budget, _shape(ec, N, n_layer)) if _other_corpus(ec) else None
             if home is not None:
                 rows[home_row(label, ec)] = dict(home["result"], steps=budget)
             continued = _finished_continuations(ec, out, label, seed)
@@ -913,10 +983,11 @@ def _finished_continuations(ec, out, label, seed):
     config = _run_configs(ec, label, seed)[0]
     if not (ec.continue_factor and continues(config)):
         return {}
-    rows = {}
+    rows, longer = {}, ec.model["train_len"] * ec.continue_factor
+    shape = _shape(ec, longer, config.n_layer, _vocabulary(ec), passkey=True)
     for name in continuations(label, config, ec, ec.model["train_len"]):
         sub = _run_dir(out, name, seed)
-        stored = _kept(sub / "eval.json", ec, ec.continue_steps)
+        stored = _kept(sub / "eval.json", ec, ec.continue_steps, shape)
         if stored is None:
             return None
         rows[name] = dict(stored["result"], curve=retrieval_curve(sub), steps=ec.continue_steps)
@@ -989,7 +1060,8 @@ def _continued_runs(label, run_dir, ec, tc, corpus, eval_tokens, N, seed, progre
         model, tokenizer, step = _train_run(sub, GPTConfig(**fields), ctc, corpus, ec.data, progress,
                                             init_from=run_dir, probe=probe, ec=ec)
         result = _cached_eval(
-            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, longer, seed, progress))
+            sub, ec, step, lambda: _evaluate_run(model, tokenizer, ec, eval_tokens, longer, seed, progress),
+            _shape(ec, longer, model.config.n_layer, tokenizer, passkey=True))
         rows[name] = dict(result, curve=retrieval_curve(sub), steps=step)
     return rows
 

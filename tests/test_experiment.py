@@ -462,6 +462,66 @@ def test_a_kept_run_of_another_config_or_missing_an_evaluation_is_trained_again(
     assert json.loads(path.read_text())["run"]["model"]["d_model"] == 16
 
 
+def test_a_damaged_or_hand_made_evaluation_is_not_read(tmp_path):
+    # a record whose numbers or tables are not what the experiment computes is treated as
+    # absent: the run is trained again, and a report of it refuses in one line instead of
+    # failing deep in the summary
+    import shutil
+
+    ec = tiny(seeds=1)
+    run_experiment(ec, tmp_path / "exp", progress=False)
+    E.report_finished(ec, tmp_path / "exp", tmp_path / "report")
+    good = json.loads((tmp_path / "report/runs/rope/seed0/eval.json").read_text())
+    shape = E._shape(ec, 128, 1, E._vocabulary(ec), passkey=True)
+    assert E._well_formed(good["result"], shape)
+
+    def damaged(change):
+        result = json.loads(json.dumps(good["result"]))
+        change(result)
+        return result
+
+    changes = [lambda r: r["loss"]["128"].update(loss="1.5"),
+               lambda r: r["loss"]["128"].update(loss=float("nan")),
+               lambda r: r["loss"].pop("256"),
+               lambda r: r["loss"].update({"512": r["loss"]["256"]}),
+               lambda r: r["loss"]["256"]["bucket_loss"].pop(),
+               lambda r: r["loss"]["256"].update(n_windows=0),
+               lambda r: r["leakage"].append(r["leakage"][0]),
+               lambda r: r["leakage"][0].update(q=None),
+               lambda r: r.pop("passkey"),
+               lambda r: r["passkey"]["correct"][0][0].__setitem__(0, 2),
+               lambda r: r["passkey"]["correct"][1].pop(),
+               lambda r: r["passkey"]["keys"][0][0].append("12345"),
+               lambda r: r["passkey"]["keys"][0][0].__setitem__(0, 12345),
+               lambda r: r["passkey"]["distances"][0].__setitem__(0, 1),
+               lambda r: r.update(loss=[])]
+    for change in changes:
+        assert not E._well_formed(damaged(change), shape)
+    assert not E._well_formed([], shape) and not E._well_formed(None, shape)
+    # a loss-only evaluation (a scaling's, the home corpus's) has no passkey table
+    assert E._well_formed({"loss": good["result"]["loss"]}, E._shape(ec, 128, 1))
+    assert not E._well_formed(good["result"], E._shape(ec, 128, 1))
+
+    shutil.copytree(tmp_path / "report/runs", tmp_path / "new/runs")
+    path = tmp_path / "new/runs/rope/seed0/eval.json"
+    path.write_text(json.dumps(dict(good, result=damaged(changes[0]))))
+    assert E._kept_rows(ec, tmp_path / "new", "rope", 0) is None
+    assert E._kept_rows(ec, tmp_path / "new", "alibi", 0) is not None
+    assert E.finished_runs(ec, tmp_path / "new") == ({}, [])
+    result = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(tmp_path / "new"),
+                             "--report-to", str(tmp_path / "r2"), "--pe", "rope", "alibi", "--seeds", "1",
+                             "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--train-len", "128",
+                             "--steps", "4", "--batch-size", "4", "--lengths", "1", "2", "--eval-chars", "512",
+                             "--passkey-lengths", "1", "2", "--prompts", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nothing to report" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    run_experiment(ec, tmp_path / "new", progress=False)  # rope trained again, alibi reused
+    assert (tmp_path / "new/runs/rope/seed0/ckpt.npz").exists()
+    assert not (tmp_path / "new/runs/alibi/seed0/ckpt.npz").exists()
+    assert E._well_formed(json.loads(path.read_text())["result"], shape)
+
+
 def test_an_evaluation_written_before_runs_had_records_gets_its_record(tmp_path):
     ec = tiny(seeds=1)
     run_experiment(ec, tmp_path, progress=False)
