@@ -95,6 +95,37 @@ def _settings(ec, windows, drift_windows):
     return dict(version=VERSION, eval_key=ec.eval_key(), windows=windows, drift_windows=drift_windows)
 
 
+MEASURES = ENERGIES + ("own_share", "distortion_share", "leakage_share", "positional_share")
+
+
+def _number(x, finite=True):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and (not finite or bool(np.isfinite(x)))
+
+
+def _well_formed(stored, n_layer, lengths, surgery):
+    """Whether a stored mechanism.json holds what measure() writes for a model of n_layer
+    blocks: per block and for q and k every one of MEASURES (a share is NaN where its
+    positional part is zero), the drift per block, and, where `surgery`, the surgery's loss at
+    exactly `lengths`. A damaged or hand-made file fails it and is measured again."""
+    def block_ok(block):
+        return isinstance(block, dict) and all(
+            isinstance(block.get(name), dict) and set(block[name]) == set(MEASURES)
+            and all(_number(block[name][x], finite=not x.endswith("_share")) for x in MEASURES)
+            for name in ("q", "k"))
+
+    for part, cut in (("trained", surgery), ("init", False)):
+        r = stored.get(part)
+        if not (isinstance(r, dict) and isinstance(r.get("blocks"), list) and len(r["blocks"]) == n_layer
+                and all(map(block_ok, r["blocks"])) and isinstance(r.get("drift_rms"), list)
+                and len(r["drift_rms"]) == n_layer and all(map(_number, r["drift_rms"]))):
+            return False
+        if cut and not (isinstance(r.get("surgery_loss"), dict) and isinstance(r.get("surgery_gain"), dict)
+                        and set(r["surgery_loss"]) == set(r["surgery_gain"]) == {str(L) for L in lengths}
+                        and all(map(_number, [*r["surgery_loss"].values(), *r["surgery_gain"].values()]))):
+            return False
+    return True
+
+
 def run_mechanism(ec, out, label, seed, eval_text, windows=256, drift_windows=32):
     """{'trained': measure(...), 'init': measure(...) of the step-0 model, 'step': ...} of one run,
     from its folder's mechanism.json when it was measured at the same step and settings."""
@@ -103,10 +134,11 @@ def run_mechanism(ec, out, label, seed, eval_text, windows=256, drift_windows=32
     settings = _settings(ec, windows, drift_windows)
     path = run_dir / "mechanism.json"
     stored = _read_cache(path)
-    if stored and stored.get("settings") == settings and stored.get("step") == state.get("step"):
-        return stored
     N = ec.model["train_len"]
     lengths = [N * m for m in ec.multipliers]
+    if (stored and stored.get("settings") == settings and stored.get("step") == state.get("step")
+            and _well_formed(stored, model.config.n_layer, lengths, has_clip_surgery(model.config))):
+        return stored
     eval_tokens = tokenizer.encode(eval_text)
     trained = measure(model, eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows)
     init = measure(GPT(model.config), eval_tokens, N, lengths, ec.eval_chars, windows, drift_windows,

@@ -69,6 +69,39 @@ def test_a_run_measured_once_is_reused(lab, tmp_path):
     assert path.stat().st_mtime_ns != stamp  # other settings: measured again
 
 
+def test_a_damaged_or_hand_made_measurement_is_measured_again(lab, tmp_path):
+    from minifope.mechanism_lab import _well_formed
+
+    ec, out = lab
+    run_lab_mechanism(ec, out, tmp_path, windows=8, drift_windows=4, progress=lambda m: None)
+    path = out / "runs/rope/seed0/mechanism.json"
+    good = json.loads(path.read_text())
+    assert _well_formed(good, 1, [128, 256], surgery=True)
+    assert _well_formed(json.loads((out / "runs/alibi/seed0/mechanism.json").read_text()), 1, [128, 256], False)
+    changes = [lambda r: r["trained"]["blocks"].append(r["trained"]["blocks"][0]),
+               lambda r: r["trained"]["blocks"][0]["q"].pop("leakage"),
+               lambda r: r["trained"]["blocks"][0]["k"].update(power="1"),
+               lambda r: r["init"]["blocks"][0]["k"].update(own=float("inf")),
+               lambda r: r["trained"]["drift_rms"].clear(),
+               lambda r: r["trained"]["surgery_gain"].pop("256"),
+               lambda r: r["trained"]["surgery_loss"].update({"128": None}),
+               lambda r: r.pop("init")]
+    for change in changes:
+        bad = json.loads(json.dumps(good))
+        change(bad)
+        assert not _well_formed(bad, 1, [128, 256], surgery=True)
+    # a share is NaN where there is no positional energy to share: still well formed
+    nan = json.loads(json.dumps(good))
+    nan["init"]["blocks"][0]["q"]["own_share"] = float("nan")
+    assert _well_formed(nan, 1, [128, 256], surgery=True)
+    bad = json.loads(json.dumps(good))
+    changes[2](bad)
+    path.write_text(json.dumps(bad))
+    summary = run_lab_mechanism(ec, out, tmp_path, windows=8, drift_windows=4, progress=lambda m: None)
+    assert json.loads(path.read_text()) == good  # measured again, the same numbers
+    assert summary["rope"]["blocks"][0]["k"]["power"]["trained"]["mean"] > 0
+
+
 @pytest.mark.parametrize("pe", ["rope", "alibi"])
 def test_an_untrained_model_reads_no_leakage_or_distortion_in_any_block(pe):
     from minifope.config import GPTConfig
