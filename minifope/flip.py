@@ -19,7 +19,8 @@ other point's is. For every point:
   to worst, two neighbours joined by ">" when the paired difference between them (the same
   seeds, windows and prompts) has a 95% interval that excludes zero, by "~" when it does not;
 - FoPE against ALiBi (`--fope`, `--alibi`): their paired difference at each of those, and
-  the verdict: "FoPE ahead", "ALiBi ahead" or "not separated".
+  the verdict: "FoPE ahead", "ALiBi ahead" or "not separated" ("neither retrieves" where
+  both retrieve no prompt at that distance in any seed: nothing to separate).
 
 flip.md gathers the rankings and verdicts, axis by axis; flip.png draws FoPE - ALiBi with its
 interval at every point (FoPE is ahead where the loss difference is below zero and the
@@ -163,6 +164,8 @@ def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
             if fope in rows and alibi in rows:
                 d = difference(summary, rows[fope], rows[alibi], kind, key)
                 row.update(fope_minus_alibi=d, verdict=verdict(d, higher))
+                if kind == "passkey_by_distance" and means.get(fope) == means.get(alibi) == 0:
+                    row["verdict"] = "neither retrieves"
             entry["metrics"].append(row)
         out.append(entry)
     return {"fope": fope, "alibi": alibi, "points": out}

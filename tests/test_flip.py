@@ -86,6 +86,10 @@ def test_the_map_finds_where_fope_overtakes_alibi_along_an_axis(tmp_path):
             "-0.300 [-0.350, -0.250]") in text
     assert (tmp_path / "map" / "flip.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "map" / "flip.json").read_text())["points"][1]["value"] == "64"
+    # where neither retrieves a single prompt there is nothing to separate, and the map says so
+    none = _report(tmp_path / "none", LOSSES, {"rope": 0.0, "fope-authors": 0.0, "alibi": 0.0})
+    result = flip_map([("head dim", "16", none, "")])
+    assert [m["verdict"] for m in result["points"][0]["metrics"]][-1] == "neither retrieves"
 
 
 def test_a_report_on_another_corpus_is_ranked_by_its_loss_on_the_training_corpus(tmp_path):
