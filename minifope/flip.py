@@ -30,6 +30,7 @@ comparison did not separate the two at this scale, not that they are equal.
 """
 
 import json
+import math
 from pathlib import Path
 
 from .checkpoint import atomic_write
@@ -46,12 +47,12 @@ def load_point(folder, suffix="", embeddings=EMBEDDINGS):
     path = Path(folder) / "results.json"
     try:
         summary = json.loads(path.read_text())
-        variants = summary["variants"]
-        if not {"train_len", "differences"} <= summary.keys():
-            raise KeyError
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
+        summary = None
+    if not _well_formed(summary):
         raise UserError(f"{path} is not an experiment report (results.json, written by experiment "
-                        "--report-to)") from None
+                        "--report-to), or is damaged") from None
+    variants = summary["variants"]
     names = {}
     for label in variants:
         if suffix and label.endswith(suffix):
@@ -63,6 +64,41 @@ def load_point(folder, suffix="", embeddings=EMBEDDINGS):
         raise UserError(f"{path} has {len(names)} variant(s) ending with {suffix or 'no suffix'!r}; a "
                         "ranking needs two or more")
     return summary, names
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _well_formed(summary):
+    """Whether a results.json holds, as the types flip reads them: train_len; per variant its
+    mean loss by length and, where it has them, its passkey accuracy by distance; and the
+    paired differences between variants it names, each {mean, low, high, separated} (low and
+    high None where one seed gives no interval)."""
+    def table(t, entry_ok):
+        return isinstance(t, dict) and all(isinstance(k, str) and entry_ok(v) for k, v in t.items())
+
+    def interval(d):
+        return (isinstance(d, dict) and _number(d.get("mean")) and isinstance(d.get("separated", False), bool)
+                and all(d.get(x) is None or _number(d[x]) for x in ("low", "high")))
+
+    def variant(v):
+        if not (isinstance(v, dict) and table(v.get("loss"), lambda r: isinstance(r, dict) and _number(r.get("mean")))):
+            return False
+        by_d = v.get("passkey", {}).get("by_distance") if isinstance(v.get("passkey", {}), dict) else False
+        return by_d is None or (isinstance(by_d, dict) and isinstance(by_d.get("distances"), list)
+                                and isinstance(by_d.get("accuracy"), list)
+                                and len(by_d["distances"]) == len(by_d["accuracy"])
+                                and all(isinstance(d, int) and not isinstance(d, bool) for d in by_d["distances"])
+                                and all(isinstance(a, dict) and _number(a.get("mean")) for a in by_d["accuracy"]))
+
+    if not (isinstance(summary, dict) and isinstance(summary.get("train_len"), int) and summary["train_len"] > 0
+            and table(summary.get("variants"), variant) and isinstance(summary.get("differences"), list)
+            and isinstance(summary.get("eval_text") or {}, dict)):
+        return False
+    return all(isinstance(d, dict) and d.get("a") in summary["variants"] and d.get("b") in summary["variants"]
+               and all(table(d.get(kind, {}), interval) for kind in ("loss", "passkey", "passkey_by_distance"))
+               for d in summary["differences"])
 
 
 def difference(summary, a, b, kind, key):

@@ -110,6 +110,7 @@ def test_a_report_on_another_corpus_is_ranked_by_its_loss_on_the_training_corpus
     assert rankings == {"loss 4N": "alibi ~ fope-authors > rope", "loss 16N": "alibi > fope-authors > rope",
                         f"retrieval d={2 * N}": "alibi ~ fope-authors > rope"}
     del summary["variants"]["rope [shakespeare]"]
+    summary["differences"] = [d for d in summary["differences"] if "rope [shakespeare]" not in (d["a"], d["b"])]
     (folder / "results.json").write_text(json.dumps(summary))
     with pytest.raises(UserError, match=r"no row of rope on its training corpus"):
         flip_map([("corpus", "x", folder, "")])
@@ -133,6 +134,24 @@ def test_bad_points_are_refused_in_one_line(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", tmp_path / "bad"),
                       "is not an experiment report")
+    # a report whose numbers or tables are not what experiment writes: refused, not a traceback
+    good = json.loads((folder / "results.json").read_text())
+    damages = [lambda r: r["variants"]["alibi"]["loss"][str(4 * N)].update(mean="1.9"),
+               lambda r: r["variants"]["alibi"]["loss"][str(4 * N)].update(mean=float("nan")),
+               lambda r: r["variants"]["rope"]["passkey"]["by_distance"]["accuracy"].pop(),
+               lambda r: r["differences"].append({"a": "rope"}),
+               lambda r: r["differences"][0]["loss"][str(4 * N)].update(separated="yes"),
+               lambda r: r.update(train_len="256"),
+               lambda r: r.update(eval_text="pydoc")]
+    for i, damage in enumerate(damages):
+        report = json.loads(json.dumps(good))
+        damage(report)
+        (tmp_path / f"damaged{i}").mkdir()
+        (tmp_path / f"damaged{i}" / "results.json").write_text(json.dumps(report))
+        with pytest.raises(UserError, match="is not an experiment report"):
+            load_point(tmp_path / f"damaged{i}")
+    assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", tmp_path / "damaged0"),
+                      "is not an experiment report", "or is damaged")
     with pytest.raises(UserError, match="has 0 variant"):
         load_point(folder, ":n_head=2")
     assert_user_error(cli("flip", "--out", tmp_path / "map", "--point", "a", "b", folder, "--fope", "fope"),
