@@ -153,8 +153,10 @@ def run_mechanism(ec, out, label, seed, eval_text, windows=256, drift_windows=32
 
 def summarise_mechanism(per_run):
     """per_run: {variant: {seed: run_mechanism's result}} -> {variant: {...}} with, per block and
-    for q and k, each energy and share trained and trained - init over seeds (stats.t_interval),
-    the drift likewise, and the surgery's loss gain per length."""
+    for q and k, each energy and share trained and trained - init over seeds (stats.t_interval;
+    trained and init keep their per-seed `values`, in the order of `seeds`, so that two
+    variants can be compared paired by seed), the drift likewise, and the surgery's loss gain
+    per length."""
     out = {}
     for label, by_seed in per_run.items():
         seeds = sorted(by_seed)
@@ -168,12 +170,14 @@ def summarise_mechanism(per_run):
                 for x in runs[0]["trained"]["blocks"][b][name]:
                     t = [r["trained"]["blocks"][b][name][x] for r in runs]
                     i = [r["init"]["blocks"][b][name][x] for r in runs]
-                    block[name][x] = dict(trained=stats.t_interval(t), init=stats.t_interval(i),
+                    block[name][x] = dict(trained=dict(stats.t_interval(t), values=t),
+                                          init=dict(stats.t_interval(i), values=i),
                                           change=stats.t_interval(np.subtract(t, i)))
             entry["blocks"].append(block)
             t = [r["trained"]["drift_rms"][b] for r in runs]
             i = [r["init"]["drift_rms"][b] for r in runs]
-            entry["drift_rms"].append(dict(trained=stats.t_interval(t), init=stats.t_interval(i),
+            entry["drift_rms"].append(dict(trained=dict(stats.t_interval(t), values=t),
+                                           init=dict(stats.t_interval(i), values=i),
                                            change=stats.t_interval(np.subtract(t, i))))
         if all("surgery_gain" in r["trained"] for r in runs):
             entry["surgery_gain"] = {L: stats.t_interval([r["trained"]["surgery_gain"][L] for r in runs])

@@ -35,6 +35,9 @@ def test_every_finished_run_is_measured_trained_and_at_init(lab, tmp_path):
         i = [r["init"]["blocks"][0]["q"]["leakage_share"] for r in runs]
         change = summary[label]["blocks"][0]["q"]["leakage_share"]["change"]
         assert change["mean"] == pytest.approx(np.mean(np.subtract(t, i)))
+        # the per-seed values are kept, in seed order, for comparisons paired by seed
+        assert summary[label]["blocks"][0]["q"]["leakage_share"]["trained"]["values"] == t
+        assert summary[label]["drift_rms"][0]["trained"]["values"] == [r["trained"]["drift_rms"][0] for r in runs]
         # own + distortion + leakage = the positional energy
         e = runs[0]["trained"]["blocks"][0]["k"]
         assert e["own"] + e["distortion"] + e["leakage"] == pytest.approx(e["positional"])
