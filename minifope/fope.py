@@ -61,7 +61,11 @@ def fope_num_rotating_pairs(head_dim, num_frequencies):
 
 
 def step_identity(F, J):
-    """The (F, J) matrix with C[i*step, i] = 1, step = ceil(F/J): pair i starts on frequency i*step."""
+    """The (F, J) matrix with C[i*step, i] = 1, step = ceil(F/J): pair i starts on frequency i*step.
+
+    Where i*step >= F (when J*step overshoots F, e.g. F = 21, J = 16, step 2: pairs 11..15)
+    the column stays zero, so those pairs carry only the Gaussian noise, and nothing at
+    sigma = 0; the authors' step identity likewise sets the 1 only where i*step < F."""
     eye = np.zeros((F, J))
     if J == 0:
         return eye
