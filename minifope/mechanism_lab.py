@@ -35,7 +35,7 @@ import numpy as np
 from . import stats
 from .checkpoint import load_checkpoint
 from .errors import UserError
-from .experiment import _read_cache, _run_dir, _texts, _write_json, error_bars, finished_runs, plain_rope
+from .experiment import _number, _read_cache, _run_dir, _texts, _write_json, error_bars, finished_runs, plain_rope
 from .model import GPT
 from .lengthgen import eval_windows, loss_by_length
 from .mechanism import clip_surgery, logit_kernel_drift, positional_spectrum
@@ -98,10 +98,6 @@ def _settings(ec, windows, drift_windows):
 MEASURES = ENERGIES + ("own_share", "distortion_share", "leakage_share", "positional_share")
 
 
-def _number(x, finite=True):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and (not finite or bool(np.isfinite(x)))
-
-
 def _well_formed(stored, n_layer, lengths, surgery):
     """Whether a stored mechanism.json holds what measure() writes for a model of n_layer
     blocks: per block and for q and k every one of MEASURES (a share is NaN where its
@@ -110,7 +106,8 @@ def _well_formed(stored, n_layer, lengths, surgery):
     def block_ok(block):
         return isinstance(block, dict) and all(
             isinstance(block.get(name), dict) and set(block[name]) == set(MEASURES)
-            and all(_number(block[name][x], finite=not x.endswith("_share")) for x in MEASURES)
+            and all(_number(block[name][x]) or (x.endswith("_share") and isinstance(block[name][x], float)
+                                             and np.isnan(block[name][x])) for x in MEASURES)
             for name in ("q", "k"))
 
     for part, cut in (("trained", surgery), ("init", False)):
