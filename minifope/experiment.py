@@ -73,7 +73,7 @@ import numpy as np
 
 from . import stats
 from .checkpoint import CKPT_NAME, atomic_write, load_checkpoint
-from .config import GPTConfig
+from .config import GPTConfig, is_finite_number
 from .errors import UserError
 from .lengthgen import eval_windows, legend_outside, loss_by_length, plot_loss_by_length, plot_loss_by_position
 from .passkey import distance_grid, has_repeated_digit, passkey_by_distance, probe_accuracy
@@ -814,10 +814,6 @@ def _shape(ec, N, n_layer, tokenizer=None, passkey=False):
     return shape
 
 
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
-
-
 def _well_formed(result, shape):
     """Whether a stored result (an eval*.json's) has `shape`, every number in it finite. A
     damaged or hand-made file fails it and is treated as absent: computed again, or, for a run
@@ -828,14 +824,14 @@ def _well_formed(result, shape):
         return False
     for r in result["loss"].values():
         edges, buckets = (r.get("bucket_edges"), r.get("bucket_loss")) if isinstance(r, dict) else (None, None)
-        if not (_number(r.get("loss")) and isinstance(r.get("n_windows"), int) and r["n_windows"] > 0
+        if not (is_finite_number(r.get("loss")) and isinstance(r.get("n_windows"), int) and r["n_windows"] > 0
                 and isinstance(edges, list) and isinstance(buckets, list) and len(edges) == len(buckets) + 1
-                and all(map(_number, edges + buckets))):
+                and all(map(is_finite_number, edges + buckets))):
             return False
     leakage = result.get("leakage", [])
     if "leakage" in result and not (isinstance(leakage, list) and len(leakage) == shape.n_layer):
         return False
-    if not all(isinstance(x, dict) and _number(x.get("q")) and _number(x.get("k")) for x in leakage):
+    if not all(isinstance(x, dict) and is_finite_number(x.get("q")) and is_finite_number(x.get("k")) for x in leakage):
         return False
     if shape.passkey_lengths is None:
         return "passkey" not in result

@@ -30,10 +30,10 @@ comparison did not separate the two at this scale, not that they are equal.
 """
 
 import json
-import math
 from pathlib import Path
 
 from .checkpoint import atomic_write
+from .config import is_finite_number
 from .errors import UserError
 
 LOSS_AT = (4, 16)  # the loss lengths ranked, in multiples of N
@@ -66,10 +66,6 @@ def load_point(folder, suffix="", embeddings=EMBEDDINGS):
     return summary, names
 
 
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _well_formed(summary):
     """Whether a results.json holds, as the types flip reads them: train_len; per variant its
     mean loss by length and, where it has them, its passkey accuracy by distance; and the
@@ -79,18 +75,21 @@ def _well_formed(summary):
         return isinstance(t, dict) and all(isinstance(k, str) and entry_ok(v) for k, v in t.items())
 
     def interval(d):
-        return (isinstance(d, dict) and _number(d.get("mean")) and isinstance(d.get("separated", False), bool)
-                and all(d.get(x) is None or _number(d[x]) for x in ("low", "high")))
+        return (isinstance(d, dict) and is_finite_number(d.get("mean")) and isinstance(d.get("separated", False), bool)
+                and all(d.get(x) is None or is_finite_number(d[x]) for x in ("low", "high")))
+
+    def mean_of(r):
+        return isinstance(r, dict) and is_finite_number(r.get("mean"))
 
     def variant(v):
-        if not (isinstance(v, dict) and table(v.get("loss"), lambda r: isinstance(r, dict) and _number(r.get("mean")))):
+        if not (isinstance(v, dict) and table(v.get("loss"), mean_of)):
             return False
         by_d = v.get("passkey", {}).get("by_distance") if isinstance(v.get("passkey", {}), dict) else False
         return by_d is None or (isinstance(by_d, dict) and isinstance(by_d.get("distances"), list)
                                 and isinstance(by_d.get("accuracy"), list)
                                 and len(by_d["distances"]) == len(by_d["accuracy"])
                                 and all(isinstance(d, int) and not isinstance(d, bool) for d in by_d["distances"])
-                                and all(isinstance(a, dict) and _number(a.get("mean")) for a in by_d["accuracy"]))
+                                and all(map(mean_of, by_d["accuracy"])))
 
     if not (isinstance(summary, dict) and isinstance(summary.get("train_len"), int) and summary["train_len"] > 0
             and table(summary.get("variants"), variant) and isinstance(summary.get("differences"), list)

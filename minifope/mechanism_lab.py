@@ -34,8 +34,9 @@ import numpy as np
 
 from . import stats
 from .checkpoint import load_checkpoint
+from .config import is_finite_number
 from .errors import UserError
-from .experiment import _number, _read_cache, _run_dir, _texts, _write_json, error_bars, finished_runs, plain_rope
+from .experiment import _read_cache, _run_dir, _texts, _write_json, error_bars, finished_runs, plain_rope
 from .model import GPT
 from .lengthgen import eval_windows, loss_by_length
 from .mechanism import clip_surgery, logit_kernel_drift, positional_spectrum
@@ -106,7 +107,7 @@ def _well_formed(stored, n_layer, lengths, surgery):
     def block_ok(block):
         return isinstance(block, dict) and all(
             isinstance(block.get(name), dict) and set(block[name]) == set(MEASURES)
-            and all(_number(block[name][x]) or (x.endswith("_share") and isinstance(block[name][x], float)
+            and all(is_finite_number(block[name][x]) or (x.endswith("_share") and isinstance(block[name][x], float)
                                              and np.isnan(block[name][x])) for x in MEASURES)
             for name in ("q", "k"))
 
@@ -114,11 +115,11 @@ def _well_formed(stored, n_layer, lengths, surgery):
         r = stored.get(part)
         if not (isinstance(r, dict) and isinstance(r.get("blocks"), list) and len(r["blocks"]) == n_layer
                 and all(map(block_ok, r["blocks"])) and isinstance(r.get("drift_rms"), list)
-                and len(r["drift_rms"]) == n_layer and all(map(_number, r["drift_rms"]))):
+                and len(r["drift_rms"]) == n_layer and all(map(is_finite_number, r["drift_rms"]))):
             return False
         if cut and not (isinstance(r.get("surgery_loss"), dict) and isinstance(r.get("surgery_gain"), dict)
                         and set(r["surgery_loss"]) == set(r["surgery_gain"]) == {str(L) for L in lengths}
-                        and all(map(_number, [*r["surgery_loss"].values(), *r["surgery_gain"].values()]))):
+                        and all(map(is_finite_number, [*r["surgery_loss"].values(), *r["surgery_gain"].values()]))):
             return False
     return True
 

@@ -482,6 +482,7 @@ def test_a_damaged_or_hand_made_evaluation_is_not_read(tmp_path):
 
     changes = [lambda r: r["loss"]["128"].update(loss="1.5"),
                lambda r: r["loss"]["128"].update(loss=float("nan")),
+               lambda r: r["loss"]["128"].update(loss=10**400),  # valid JSON, beyond any float
                lambda r: r["loss"].pop("256"),
                lambda r: r["loss"].update({"512": r["loss"]["256"]}),
                lambda r: r["loss"]["256"]["bucket_loss"].pop(),

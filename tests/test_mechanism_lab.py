@@ -85,6 +85,7 @@ def test_a_damaged_or_hand_made_measurement_is_measured_again(lab, tmp_path):
                lambda r: r["trained"]["blocks"][0]["q"].pop("leakage"),
                lambda r: r["trained"]["blocks"][0]["k"].update(power="1"),
                lambda r: r["init"]["blocks"][0]["k"].update(own=float("inf")),
+               lambda r: r["trained"]["drift_rms"].__setitem__(0, 10**400),
                lambda r: r["trained"]["drift_rms"].clear(),
                lambda r: r["trained"]["surgery_gain"].pop("256"),
                lambda r: r["trained"]["surgery_loss"].update({"128": None}),
