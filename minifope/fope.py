@@ -27,6 +27,11 @@ paper's zero frequency exp(i * 0 * m) = 1. The authors' code pads both COS and S
 instead (a fixed 45-degree rotation scaled by sqrt(2)); in a query-key dot product two
 such pairs give 2x the identity's value. `zero_freq='authors'` selects that padding.
 
+Not implemented: the authors' code has an option `fourier_norm` that divides each
+coefficient column C[h, :, j] by its sum over the frequencies before the series is formed.
+It is off by default in their model config and none of their published configs turns it
+on, so every run of theirs we compare with used the coefficients as drawn, as here.
+
 Properties (tested): with sigma = 0 and F <= head_dim/4 the tables are exactly RoPE's with
 the clipped frequencies zeroed, so the logit depends on m - n only; with sigma > 0 the
 cross terms between different frequencies make it depend on m and n separately.
