@@ -104,11 +104,13 @@ def _well_formed(stored, n_layer, lengths, surgery):
     blocks: per block and for q and k every one of MEASURES (a share is NaN where its
     positional part is zero), the drift per block, and, where `surgery`, the surgery's loss at
     exactly `lengths`. A damaged or hand-made file fails it and is measured again."""
+    def measure_ok(x, value):  # a share may be NaN (no positional energy to share)
+        return is_finite_number(value) or (x.endswith("_share") and isinstance(value, float) and np.isnan(value))
+
     def block_ok(block):
         return isinstance(block, dict) and all(
             isinstance(block.get(name), dict) and set(block[name]) == set(MEASURES)
-            and all(is_finite_number(block[name][x]) or (x.endswith("_share") and isinstance(block[name][x], float)
-                                             and np.isnan(block[name][x])) for x in MEASURES)
+            and all(measure_ok(x, block[name][x]) for x in MEASURES)
             for name in ("q", "k"))
 
     for part, cut in (("trained", surgery), ("init", False)):
