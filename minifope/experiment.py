@@ -41,7 +41,9 @@ eval_data is encoded by the same BPE (any text is: its base symbols are the 256 
 the vocabulary does not change with it.
 
 OUT/results.json holds every number with its sample sd over seeds and 95% interval, and the
-paired differences between variants (stats.py); OUT/results.md the tables, OUT/*.png the
+paired differences between variants (stats.py), of the loss and of its rise past N (loss at L
+minus loss at N, seed by seed: how steady a loss stays past the training length, the paper's
+"more stable", _rise); OUT/results.md the tables, OUT/*.png the
 figures. Everything finished is kept: a crashed or stopped experiment, run again with the
 same command, resumes training where the checkpoints stop and skips every evaluation
 already written (eval.json per run). The learning rate is constant after warmup, so a
@@ -1084,6 +1086,7 @@ def summarise(runs, ec, N):
                                          n_windows=first["loss"][str(L)]["n_windows"],
                                          bucket_edges=first["loss"][str(L)]["bucket_edges"],
                                          bucket_loss=curves.mean(axis=0).tolist())
+        entry["rise"] = _rise({s: by_seed[s]["loss"] for s in seeds}, seeds, N, stats.t_interval)
         if all("passkey" in by_seed[s] for s in seeds):
             entry["passkey"] = _passkey_summary([by_seed[s]["passkey"] for s in seeds])
             at_n = [float(np.mean(by_seed[s]["passkey"]["correct"][0])) for s in seeds]
@@ -1098,10 +1101,28 @@ def summarise(runs, ec, N):
                                  for x in ("q", "k")} for l in range(layers)]
         summary["variants"][label] = entry
     for a, b in itertools.combinations(runs, 2):
-        summary["differences"].append(_paired(a, runs[a], b, runs[b]))
+        summary["differences"].append(_paired(a, runs[a], b, runs[b], N))
     if ec.eval_data:  # in every report, the runner's and --report-to's
         summary["eval_text"] = dict(name=ec.eval_data, chars=len(_texts(ec)[1]), untrained=untrained_characters(ec))
     return summary
+
+
+def _rise(loss, seeds, N, interval, other=None):
+    """How far the loss climbs past the training length: loss at L minus loss at N, seed by
+    seed (the same windows at each length), for every length L > N; {} where N was not
+    evaluated (a continued run's lengths start at its own N'). interval: stats.t_interval of
+    the per-seed rises, or, with other (a second variant's losses), stats.paired_difference
+    of this variant's rise minus the other's: negative where this one's loss is the steadier.
+    loss: {seed: {str(length): {"loss": ...}}}."""
+    if not all(str(N) in loss[s] and (other is None or str(N) in other[s]) for s in seeds):
+        return {}
+    out = {}
+    for L in sorted(set(loss[seeds[0]]) & set(other[seeds[0]] if other else loss[seeds[0]]), key=int):
+        if int(L) > N:
+            climb = [loss[s][L]["loss"] - loss[s][str(N)]["loss"] for s in seeds]
+            out[L] = interval(climb) if other is None else interval(
+                climb, [other[s][L]["loss"] - other[s][str(N)]["loss"] for s in seeds])
+    return out
 
 
 def _passkey_summary(per_seed):
@@ -1140,17 +1161,19 @@ def _pooled_by_distance(per_seed):
     return out
 
 
-def _paired(a, runs_a, b, runs_b):
+def _paired(a, runs_a, b, runs_b, N):
     """Paired differences a - b over the seeds both have: loss at every length (t interval of
-    the per-seed differences, same windows) and passkey accuracy at every length (bootstrap
-    over seeds and the shared prompts)."""
+    the per-seed differences, same windows), the loss's rise past N (_rise) and passkey
+    accuracy at every length (bootstrap over seeds and the shared prompts)."""
     seeds = sorted(set(runs_a) & set(runs_b))
-    out = {"a": a, "b": b, "seeds": seeds, "loss": {}, "passkey": {}}
+    out = {"a": a, "b": b, "seeds": seeds, "loss": {}, "rise": {}, "passkey": {}}
     if not seeds:
         return out
     for L in sorted(set(runs_a[seeds[0]]["loss"]) & set(runs_b[seeds[0]]["loss"]), key=int):
         out["loss"][L] = stats.paired_difference([runs_a[s]["loss"][L]["loss"] for s in seeds],
                                                  [runs_b[s]["loss"][L]["loss"] for s in seeds])
+    out["rise"] = _rise({s: runs_a[s]["loss"] for s in seeds}, seeds, N, stats.paired_difference,
+                        other={s: runs_b[s]["loss"] for s in seeds})
     if all("passkey" in runs_a[s] and "passkey" in runs_b[s] for s in seeds):
         pa, pb = runs_a[seeds[0]]["passkey"], runs_b[seeds[0]]["passkey"]
         for i, L in enumerate(pa["lengths"]):
@@ -1212,6 +1235,15 @@ def markdown_table(summary):
     windows = next(iter(variants.values()))["loss"]
     out += ["", "Windows per length (non-overlapping, the same for every model): "
             + ", ".join(f"{w['n_windows']} at {L}" for L, w in windows.items()) + "."]
+    rising = {label: v["rise"] for label, v in variants.items() if v.get("rise")}
+    if rising:
+        rise_L = sorted({int(L) for r in rising.values() for L in r})
+        out += ["", f"**Rise past N** (nats/{per}): loss at L minus loss at N, seed by seed, on the same "
+                "windows; how far each loss climbs past the training length (the smaller, the steadier)", ""]
+        head = ["variant"] + [f"{L // N}N ({L})" for L in rise_L]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, r in rising.items():
+            out.append("| " + " | ".join([label] + [_cell(r[str(L)]) if str(L) in r else "" for L in rise_L]) + " |")
     with_pk = {k: v["passkey"] for k, v in variants.items() if "passkey" in v}
     if with_pk:
         pk0 = next(iter(with_pk.values()))
@@ -1286,6 +1318,16 @@ def markdown_table(summary):
             cells = [_diff_cell(d["loss"][L]) if L in d["loss"] else "" for L in loss_L]
             cells += [_diff_cell(d["passkey"][L], 2) if L in d["passkey"] else "" for L in pk_L]
             out.append(f"| {d['a']} - {d['b']} | " + " | ".join(cells) + " |")
+        with_rise = [d for d in diffs if d.get("rise")]
+        if with_rise:
+            rise_L = sorted({L for d in with_rise for L in d["rise"]}, key=int)
+            out += ["", f"**Paired differences in the rise past N** (a - b of loss at L minus loss at N, "
+                    f"seed by seed; t interval, {level}; negative: a's loss climbs less past N than b's)", ""]
+            head = ["a - b"] + [f"{int(L) // N}N" for L in rise_L]
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for d in with_rise:
+                out.append(f"| {d['a']} - {d['b']} | "
+                           + " | ".join(_diff_cell(d["rise"][L]) if L in d["rise"] else "" for L in rise_L) + " |")
         with_distance = [d for d in diffs if d.get("passkey_by_distance")]
         if with_distance:
             distances = sorted({int(x) for d in with_distance for x in d["passkey_by_distance"]})

@@ -256,6 +256,36 @@ def test_the_summary_gives_mean_sample_sd_and_t_interval_over_seeds():
     assert not d["separated"] and d["low"] < 0 < d["high"]
 
 
+def test_the_rise_past_n_is_the_climb_from_n_seed_by_seed_and_zero_for_a_flat_loss():
+    def run(at_n, at_2n):
+        return {"loss": {str(L): {"loss": x, "n_windows": 4, "bucket_edges": [0, L], "bucket_loss": [x]}
+                         for L, x in ((128, at_n), (256, at_2n))}, "steps": 100}
+
+    # rope climbs 0.9, 1.0, 1.2 (mean 1.033333, sd 0.152753); flat climbs 0 in every seed
+    runs = {"rope": {s: run(n, n2) for s, (n, n2) in enumerate([(1.5, 2.4), (1.6, 2.6), (1.7, 2.9)])},
+            "flat": {s: run(x, x) for s, x in enumerate([1.4, 1.9, 1.55])}}
+    summary = E.summarise(runs, tiny(seeds=3), 128)
+    rise = summary["variants"]["rope"]["rise"]
+    assert list(rise) == ["256"]  # past N only
+    assert rise["256"]["mean"] == pytest.approx(1.033333, abs=1e-6)
+    assert rise["256"]["sd"] == pytest.approx(0.152753, abs=1e-6)
+    flat = summary["variants"]["flat"]["rise"]["256"]
+    assert flat["mean"] == 0 and flat["sd"] == 0  # nothing to measure reads zero
+    # paired: rope - flat = the rope's climbs themselves, whatever flat's level in each seed
+    d = summary["differences"][0]
+    assert (d["a"], d["b"]) == ("rope", "flat")
+    assert d["rise"]["256"]["mean"] == pytest.approx(1.033333, abs=1e-6) and d["rise"]["256"]["separated"]
+    # 1.033333 -+ 4.302653 * 0.152753 / sqrt(3) = [0.653878, 1.412789]
+    assert d["rise"]["256"]["low"] == pytest.approx(0.653878, abs=1e-5)
+    table = markdown_table(summary)
+    assert "**Rise past N**" in table and "| rope | 1.033 (0.153) [0.654, 1.413] |" in table
+    assert "| rope - flat | +1.033 [+0.654, +1.413] |" in table
+    # a run not evaluated at N (a continuation's lengths start at its own N') has no rise
+    late = {s: {"loss": {"256": run(1, 2)["loss"]["256"]}, "steps": 100} for s in range(3)}
+    summary = E.summarise({"rope": runs["rope"], "late": late}, tiny(seeds=3), 128)
+    assert summary["variants"]["late"]["rise"] == {} and summary["differences"][0]["rise"] == {}
+
+
 def test_experiment_cli_refuses_an_unknown_variant_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "minifope", "experiment", "--out", str(tmp_path),
                              "--variants", "fope:colour=red", "--quiet"], cwd=ROOT,
@@ -563,11 +593,11 @@ def test_passkey_by_distance_pools_each_distance_over_the_lengths_that_hold_it()
     means = [r["mean"] for r in summary["accuracy"]]
     assert means == [1.0, 0.25, 0.0, 0.5, 0.0]  # 128: (1 + 0 + 0 + 0) / 4 prompts
     paired = E._paired("a", {s: {"loss": {}, "passkey": r} for s, r in enumerate(a)},
-                       "b", {s: {"loss": {}, "passkey": r} for s, r in enumerate(b)})
+                       "b", {s: {"loss": {}, "passkey": r} for s, r in enumerate(b)}, 256)
     by_distance = paired["passkey_by_distance"]
     assert {d: r["mean"] for d, r in by_distance.items()} == {"81": 0.0, "128": 0.25, "250": 0.0, "256": 0.5,
                                                              "506": 0.0}
     other_keys = [_passkey_result([[0, 0]] * 7, [["33333", "44444"]] * 7) for _ in range(3)]
     unpaired = E._paired("a", {s: {"loss": {}, "passkey": r} for s, r in enumerate(a)},
-                         "c", {s: {"loss": {}, "passkey": r} for s, r in enumerate(other_keys)})
+                         "c", {s: {"loss": {}, "passkey": r} for s, r in enumerate(other_keys)}, 256)
     assert unpaired["passkey_by_distance"] == {}  # other prompts: no pairs
