@@ -3,8 +3,10 @@
     s(m, n) = q_m . k_n / sqrt(d)  -  slope_h * (m - n)   for n <= m,   -inf for n > m
 
 forward(q_positions, k_positions) -> mask (H, Tq, Tk) in float64, the causal mask folded
-in, ready for torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype)).
-The bias is computed in float64 and cast once, as on the NumPy side.
+in, ready for torch.nn.functional.scaled_dot_product_attention(q, k, v,
+attn_mask=mask[None].to(q.dtype)). The bias is computed in float64 and cast once, as on the
+NumPy side. Pass it 4-D, (1, H, Tq, Tk), as torch/model.py does: with a 3-D mask a CPU leaves
+its flash kernel for the "math" one, which holds every score at once and runs about 20x slower.
 """
 
 import torch

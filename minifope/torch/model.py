@@ -18,7 +18,7 @@ state_dict (they follow from the config).
 
 Attention is torch.nn.functional.scaled_dot_product_attention, scale 1/sqrt(d): causal
 (is_causal=True, which lets a GPU take the flash or memory-efficient kernel) for rope,
-fope and nope; ALiBi passes its bias as a float mask with the causal mask folded in. With
+fope and nope; ALiBi passes its bias as a float mask (1,H,Tq,Tk), the causal mask folded in. With
 a key/value cache the queries are the last Tq of Tk positions, so the mask is built
 explicitly (none is needed for a single query, which sees every cached key).
 """
@@ -84,6 +84,11 @@ class Attention(nn.Module):
             mask = torch.arange(k.shape[-2], device=x.device)[None, :] <= rows[:, None]
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
+        if mask is not None and mask.dim() == 3:
+            # (1,H,Tq,Tk): a CPU takes its flash kernel for a 2-D or 4-D mask only; with a 3-D
+            # one it falls back to the "math" kernel, which holds every (B,H,Tq,Tk) score at once
+            # (a passkey batch of 32 x 4096 tokens, 4 heads: 8.6 GB a copy) and runs 20x slower
+            mask = mask[None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return y.transpose(1, 2).reshape(B, T, C) @ self.wo, (k, v)
 
