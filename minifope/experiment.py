@@ -1086,7 +1086,8 @@ def summarise(runs, ec, N):
                                          n_windows=first["loss"][str(L)]["n_windows"],
                                          bucket_edges=first["loss"][str(L)]["bucket_edges"],
                                          bucket_loss=curves.mean(axis=0).tolist())
-        entry["rise"] = _rise({s: by_seed[s]["loss"] for s in seeds}, seeds, N, stats.t_interval)
+        entry["rise"] = {L: stats.t_interval(climbs)
+                         for L, climbs in _rise({s: by_seed[s]["loss"] for s in seeds}, seeds, N).items()}
         if all("passkey" in by_seed[s] for s in seeds):
             entry["passkey"] = _passkey_summary([by_seed[s]["passkey"] for s in seeds])
             at_n = [float(np.mean(by_seed[s]["passkey"]["correct"][0])) for s in seeds]
@@ -1107,22 +1108,15 @@ def summarise(runs, ec, N):
     return summary
 
 
-def _rise(loss, seeds, N, interval, other=None):
-    """How far the loss climbs past the training length: loss at L minus loss at N, seed by
-    seed (the same windows at each length), for every length L > N; {} where N was not
-    evaluated (a continued run's lengths start at its own N'). interval: stats.t_interval of
-    the per-seed rises, or, with other (a second variant's losses), stats.paired_difference
-    of this variant's rise minus the other's: negative where this one's loss is the steadier.
-    loss: {seed: {str(length): {"loss": ...}}}."""
-    if not all(str(N) in loss[s] and (other is None or str(N) in other[s]) for s in seeds):
+def _rise(loss, seeds, N):
+    """How far the loss climbs past the training length: {str(L): [loss at L - loss at N, seed
+    by seed]} (the same windows at each length) for every length L > N; {} where N was not
+    evaluated (a continued run's lengths start at its own N'). loss: {seed: {str(length):
+    {"loss": ...}}}."""
+    if not all(str(N) in loss[s] for s in seeds):
         return {}
-    out = {}
-    for L in sorted(set(loss[seeds[0]]) & set(other[seeds[0]] if other else loss[seeds[0]]), key=int):
-        if int(L) > N:
-            climb = [loss[s][L]["loss"] - loss[s][str(N)]["loss"] for s in seeds]
-            out[L] = interval(climb) if other is None else interval(
-                climb, [other[s][L]["loss"] - other[s][str(N)]["loss"] for s in seeds])
-    return out
+    return {L: [loss[s][L]["loss"] - loss[s][str(N)]["loss"] for s in seeds]
+            for L in sorted(loss[seeds[0]], key=int) if int(L) > N}
 
 
 def _passkey_summary(per_seed):
@@ -1172,8 +1166,8 @@ def _paired(a, runs_a, b, runs_b, N):
     for L in sorted(set(runs_a[seeds[0]]["loss"]) & set(runs_b[seeds[0]]["loss"]), key=int):
         out["loss"][L] = stats.paired_difference([runs_a[s]["loss"][L]["loss"] for s in seeds],
                                                  [runs_b[s]["loss"][L]["loss"] for s in seeds])
-    out["rise"] = _rise({s: runs_a[s]["loss"] for s in seeds}, seeds, N, stats.paired_difference,
-                        other={s: runs_b[s]["loss"] for s in seeds})
+    rise_a, rise_b = (_rise({s: runs[s]["loss"] for s in seeds}, seeds, N) for runs in (runs_a, runs_b))
+    out["rise"] = {L: stats.paired_difference(rise_a[L], rise_b[L]) for L in rise_a if L in rise_b}
     if all("passkey" in runs_a[s] and "passkey" in runs_b[s] for s in seeds):
         pa, pb = runs_a[seeds[0]]["passkey"], runs_b[seeds[0]]["passkey"]
         for i, L in enumerate(pa["lengths"]):

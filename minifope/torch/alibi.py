@@ -5,8 +5,9 @@
 forward(q_positions, k_positions) -> mask (H, Tq, Tk) in float64, the causal mask folded
 in, ready for torch.nn.functional.scaled_dot_product_attention(q, k, v,
 attn_mask=mask[None].to(q.dtype)). The bias is computed in float64 and cast once, as on the
-NumPy side. Pass it 4-D, (1, H, Tq, Tk), as torch/model.py does: with a 3-D mask a CPU leaves
-its flash kernel for the "math" one, which holds every score at once and runs about 20x slower.
+NumPy side. Pass it 4-D, (1, H, Tq, Tk), as mask() gives it to torch/model.py: with a 3-D mask
+a CPU leaves its flash kernel for the "math" one, which holds every score at once and runs
+about 20x slower.
 """
 
 import torch
@@ -26,7 +27,10 @@ class ALiBi(PositionEmbedding):
         return cls(config.n_head)
 
     def mask(self, q_positions, k_positions):
-        return self(q_positions, k_positions)
+        # 4-D for the attention: a CPU takes its flash kernel for a 2-D or 4-D mask only; with a
+        # 3-D one it falls back to the "math" kernel, which holds every (B,H,Tq,Tk) score at once
+        # (a passkey batch of 32 x 4096 tokens, 4 heads: 8.6 GB a copy) and runs about 20x slower
+        return self(q_positions, k_positions)[None]
 
     def forward(self, q_positions, k_positions):
         q_positions = torch.as_tensor(q_positions, device=self.slopes.device)

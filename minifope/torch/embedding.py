@@ -1,7 +1,7 @@
 """The torch twin of minifope/embedding.py: the hooks torch/model.py calls, each a no-op here.
 
     x = pe.embed(wte[idx], positions)                  absolute embeddings (sinusoidal)
-    mask = pe.mask(q_positions, k_positions)           an additive (H,Tq,Tk) mask with the
+    mask = pe.mask(q_positions, k_positions)           an additive (1,H,Tq,Tk) mask with the
                                                        causal mask folded in (ALiBi), or None
     q, k = pe.rotary(block)(q, k, positions)           rotary embeddings (RoPE, FoPE); None
                                                        for no rotation

@@ -65,7 +65,7 @@ class Attention(nn.Module):
         self.wo = nn.Parameter(torch.empty(C, C, dtype=dtype))
 
     def forward(self, x, positions, rotary=None, mask=None, past=None):
-        # rotary: (q, k, positions) -> (q', k') (RoPE, FoPE) or None; mask: ALiBi's (H,Tq,Tk) or
+        # rotary: (q, k, positions) -> (q', k') (RoPE, FoPE) or None; mask: ALiBi's (1,H,Tq,Tk) or
         # None; past: cached (k, v)
         # -> out (B,T,C), present = (k, v) (B,H,Tp+T,d), k already rotated
         B, T, C = x.shape
@@ -84,11 +84,6 @@ class Attention(nn.Module):
             mask = torch.arange(k.shape[-2], device=x.device)[None, :] <= rows[:, None]
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
-        if mask is not None and mask.dim() == 3:
-            # (1,H,Tq,Tk): a CPU takes its flash kernel for a 2-D or 4-D mask only; with a 3-D
-            # one it falls back to the "math" kernel, which holds every (B,H,Tq,Tk) score at once
-            # (a passkey batch of 32 x 4096 tokens, 4 heads: 8.6 GB a copy) and runs 20x slower
-            mask = mask[None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return y.transpose(1, 2).reshape(B, T, C) @ self.wo, (k, v)
 
