@@ -496,7 +496,16 @@ def machine_info():
     return dict(cpu=cpu, logical_cpus=os.cpu_count(), usable_cpus=usable,
                 load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                 python=platform.python_version(), numpy=np.__version__, blas=blas,
-                torch=importlib.metadata.version("torch") if importlib.util.find_spec("torch") else None)
+                torch=_installed_version("torch"))
+
+
+def _installed_version(name):
+    """The installed distribution's version, or None where it is not installed (its metadata
+    decides, not whether a module of that name can be found)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _model_label(fields):
