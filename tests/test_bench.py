@@ -113,3 +113,22 @@ def test_zero_threads_is_refused_in_one_line():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --threads must be at least 1, got 0"
+
+
+def test_machine_info_names_no_torch_where_its_distribution_is_not_installed(monkeypatch):
+    # the README's install step has no torch: machine_info must say None, not fail, even where
+    # a module named torch can be found (as test_each_engine_keeps_its_fastest_round pretends)
+    import importlib.metadata
+
+    import minifope.bench as bench
+
+    def version(name):
+        if name == "torch":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "1.0"
+
+    monkeypatch.setattr(bench.importlib.metadata, "version", version)
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object())
+    assert bench.machine_info()["torch"] is None
+    monkeypatch.setattr(bench.importlib.metadata, "version", lambda name: "2.13.0")
+    assert bench.machine_info()["torch"] == "2.13.0"
