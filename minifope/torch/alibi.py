@@ -27,9 +27,8 @@ class ALiBi(PositionEmbedding):
         return cls(config.n_head)
 
     def mask(self, q_positions, k_positions):
-        # 4-D for the attention: a CPU takes its flash kernel for a 2-D or 4-D mask only; with a
-        # 3-D one it falls back to the "math" kernel, which holds every (B,H,Tq,Tk) score at once
-        # (a passkey batch of 32 x 4096 tokens, 4 heads: 8.6 GB a copy) and runs about 20x slower
+        # (1,H,Tq,Tk): 4-D keeps a CPU on its flash kernel (the module docstring); a 3-D mask would
+        # make it hold every (B,H,Tq,Tk) score at once (32 x 4096 tokens, 4 heads: 8.6 GB a copy)
         return self(q_positions, k_positions)[None]
 
     def forward(self, q_positions, k_positions):
