@@ -14,8 +14,8 @@ callables, their own engine's step; everything else is written once, here:
 - train_loop: per step, the batch (get_batch from the run's seeded RNG, passkey rows at
   the end), forward_backward(x, y) -> loss, a NaN or inf stop, update(lr) -> grad norm;
   a progress bar (or a report to an experiment's display); the log; every eval_interval
-  steps and at the end, evaluate() -> validation loss and a checkpoint; Ctrl-C or SIGTERM
-  finishes the step, saves, and raises Stopped.
+  steps and at the end, evaluate() -> validation loss (logged with the UTC wall clock) and
+  a checkpoint; Ctrl-C or SIGTERM finishes the step, saves, and raises Stopped.
 
 A NaN or inf loss stops the run before anything is saved, so the last good checkpoint
 stays on disk; it may then be resumed with a lower --lr or --grad-clip.
@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -468,6 +469,8 @@ def train_loop(run, tc, folder, *, forward_backward, update, evaluate, save, des
                 if not math.isfinite(val_loss):
                     raise diverged("the validation loss", val_loss, step)
                 record["val_loss"] = val_loss
+                # the wall clock (UTC) beside each evaluation: a run's log says when it trained
+                record["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 if probe is not None:
                     record["probe"] = probe()
                 if main_process and report is None:

@@ -48,6 +48,20 @@ def test_run_folder_holds_checkpoint_and_log(tmp_path):
         np.testing.assert_array_equal(loaded.params[name], p)
 
 
+def test_each_evaluation_in_the_log_carries_the_utc_wall_clock_of_the_run(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    tiny_run(tmp_path, steps=10)
+    after = datetime.now(timezone.utc) + timedelta(seconds=1)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    timed = [r for r in records if "time" in r]
+    assert [r["step"] for r in timed] == [r["step"] for r in records if "val_loss" in r] == [5, 10]
+    clocks = [datetime.fromisoformat(r["time"]) for r in timed]
+    assert all(c.utcoffset() == timedelta(0) for c in clocks)  # UTC, said in the string
+    assert before <= clocks[0] <= clocks[1] <= after
+
+
 def test_same_seed_gives_the_same_run():
     _, a = tiny_run(steps=8)
     _, b = tiny_run(steps=8)
