@@ -1101,11 +1101,21 @@ def summarise(runs, ec, N):
             entry["leakage"] = [{x: stats.t_interval([by_seed[s]["leakage"][l][x] for s in seeds])
                                  for x in ("q", "k")} for l in range(layers)]
         summary["variants"][label] = entry
-    for a, b in itertools.combinations(runs, 2):
+    for a, b in _comparable_pairs(runs, ec):
         summary["differences"].append(_paired(a, runs[a], b, runs[b], N))
     if ec.eval_data:  # in every report, the runner's and --report-to's
         summary["eval_text"] = dict(name=ec.eval_data, chars=len(_texts(ec)[1]), untrained=untrained_characters(ec))
     return summary
+
+
+def _comparable_pairs(labels, ec):
+    """The pairs (a, b) of rows whose paired difference means something: two variants on the
+    same text, or one variant's weights on the two texts ('rope' - 'rope [shakespeare]', the
+    shift); never one variant on one text against another variant on the other."""
+    home_of = {home_row(label, ec): label for label in labels}  # 'rope [shakespeare]' -> 'rope'
+    home = {label for label in labels if label in home_of}
+    return [(a, b) for a, b in itertools.combinations(labels, 2)
+            if (a in home) == (b in home) or home_of.get(b) == a or home_of.get(a) == b]
 
 
 def _rise(loss, seeds, N):

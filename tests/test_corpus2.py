@@ -172,6 +172,20 @@ def test_trained_on_shakespeare_evaluated_on_pydoc_reports_loss_by_length(tmp_pa
     assert "never occur in the training text" in (tmp_path / "report/results.md").read_text()
 
 
+def test_paired_differences_compare_rows_on_one_text_or_one_model_on_both_never_across():
+    from minifope.experiment import _comparable_pairs
+
+    rows = ["rope", "rope [shakespeare]", "alibi", "alibi [shakespeare]", "nope", "nope [shakespeare]"]
+    assert _comparable_pairs(rows, tiny()) == [
+        ("rope", "rope [shakespeare]"), ("rope", "alibi"), ("rope", "nope"),
+        ("rope [shakespeare]", "alibi [shakespeare]"), ("rope [shakespeare]", "nope [shakespeare]"),
+        ("alibi", "alibi [shakespeare]"), ("alibi", "nope"),
+        ("alibi [shakespeare]", "nope [shakespeare]"), ("nope", "nope [shakespeare]")]
+    # one corpus: every pair, as before
+    assert _comparable_pairs(["rope", "alibi", "nope"], tiny(eval_data=None)) == [
+        ("rope", "alibi"), ("rope", "nope"), ("alibi", "nope")]
+
+
 def test_a_run_trained_without_the_evaluation_corpus_is_refused_not_reused(tmp_path):
     out = tmp_path / "exp"
     run_experiment(tiny(eval_data=None), out, progress=False, jobs=1)
