@@ -20,7 +20,9 @@ other point's is. For every point:
   seeds, windows and prompts) has a 95% interval that excludes zero, by "~" when it does not;
 - FoPE against ALiBi (`--fope`, `--alibi`): their paired difference at each of those, and
   the verdict: "FoPE ahead", "ALiBi ahead" or "not separated" ("neither retrieves" where
-  both retrieve no prompt at that distance in any seed: nothing to separate).
+  both retrieve no prompt at that distance in any seed: nothing to separate);
+- FoPE - ALiBi on loss at every length the report holds (N, 2N, ... 16N), and where along
+  them the lead changes hands (`crossing`): "FoPE ahead up to 2N, ALiBi from 4N", say.
 
 flip.md gathers the rankings and verdicts, axis by axis; flip.png draws FoPE - ALiBi with its
 interval at every point (FoPE is ahead where the loss difference is below zero and the
@@ -180,6 +182,41 @@ def verdict(d, higher_is_better, fope="FoPE", alibi="ALiBi"):
     return f"{fope} ahead" if ahead else f"{alibi} ahead"
 
 
+def loss_by_length(summary, rows, fope, alibi):
+    """[{at, key, fope_minus_alibi, verdict}] of fope - alibi on loss at every length both rows
+    hold, shortest first; `at` is the length in multiples of N."""
+    N, variants = summary["train_len"], summary["variants"]
+    keys = set(variants[rows[fope]]["loss"]) & set(variants[rows[alibi]]["loss"])
+    out = []
+    for key in sorted((int(k) for k in keys if k.isdigit()), key=int):
+        d = difference(summary, rows[fope], rows[alibi], "loss", key)
+        out.append(dict(at=key / N, key=key, fope_minus_alibi=d, verdict=verdict(d, False)))
+    return out
+
+
+def crossing(by_length, fope="FoPE", alibi="ALiBi"):
+    """Where along the lengths the lead on loss lies: 'FoPE ahead up to 2N, ALiBi from 4N' when
+    every length where FoPE is ahead comes before every one where ALiBi is (or the reverse);
+    else the lengths where each is ahead."""
+    f = [r["at"] for r in by_length if r["verdict"] == "FoPE ahead"]
+    a = [r["at"] for r in by_length if r["verdict"] == "ALiBi ahead"]
+
+    def at(xs):
+        return ", ".join(f"{x:g}N" for x in xs)
+
+    if not f and not a:
+        return "not separated at any length"
+    if not f:
+        return f"{alibi} ahead at {at(a)}; {fope} at no length"
+    if not a:
+        return f"{fope} ahead at {at(f)}; {alibi} at no length"
+    if max(f) < min(a):
+        return f"{fope} ahead up to {at([max(f)])}, {alibi} from {at([min(a)])}"
+    if max(a) < min(f):
+        return f"{alibi} ahead up to {at([max(a)])}, {fope} from {at([min(f)])}"
+    return f"{fope} ahead at {at(f)}; {alibi} at {at(a)}"
+
+
 def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
     """points: [(axis, value, folder, suffix)] -> {"points": [...]}: per point its rankings of
     `embeddings` and the paired difference fope - alibi with its verdict at every metric."""
@@ -202,6 +239,10 @@ def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
                 if kind == "passkey_by_distance" and means.get(fope) == means.get(alibi) == 0:
                     row["verdict"] = "neither retrieves"
             entry["metrics"].append(row)
+        rows = home_rows(summary, names)
+        if fope in rows and alibi in rows:
+            entry["loss_by_length"] = loss_by_length(summary, rows, fope, alibi)
+            entry["crossing"] = crossing(entry["loss_by_length"], fope, alibi)
         out.append(entry)
     return {"fope": fope, "alibi": alibi, "points": out}
 
@@ -232,7 +273,19 @@ def markdown(result):
         ahead = [(p["value"], m["metric"]) for p in points for m in p["metrics"]
                  if m.get("verdict") == "FoPE ahead"]
         out += ["", (f"{fope} ahead of {alibi} at: " + "; ".join(f"{v}, {m}" for v, m in ahead) + ".") if ahead
-                else f"{fope} is ahead of {alibi} nowhere in the range measured on this axis.", ""]
+                else f"{fope} is ahead of {alibi} at none of these metrics on this axis.", ""]
+        crossed = [p for p in points if p.get("loss_by_length")]
+        if crossed:
+            lengths = sorted({r["at"] for p in crossed for r in p["loss_by_length"]})
+            out += [f"{fope} - {alibi} on loss at every length evaluated (paired, 95% interval; below zero: "
+                    f"{fope} ahead), and where the lead lies:", "",
+                    f"| {axis} | " + " | ".join(f"{x:g}N" for x in lengths) + " | crossing |",
+                    "|---|" + "---|" * (len(lengths) + 1)]
+            for p in crossed:
+                cells = {r["at"]: _diff_text(r["fope_minus_alibi"], 3) for r in p["loss_by_length"]}
+                out.append(f"| {p['value']} (nats/{p['unit']}) | " + " | ".join(cells.get(x, "-") for x in lengths)
+                           + f" | {p['crossing']} |")
+            out.append("")
     return "\n".join(out) + "\n"
 
 

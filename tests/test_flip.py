@@ -6,7 +6,7 @@ import pytest
 
 from helpers import assert_user_error, cli
 from minifope.errors import UserError
-from minifope.flip import difference, flip_map, load_point, ranking, verdict
+from minifope.flip import crossing, difference, flip_map, load_point, ranking, verdict
 
 N = 256
 
@@ -120,7 +120,7 @@ def test_a_point_without_fope_ahead_anywhere_says_so(tmp_path):
     folder = _report(tmp_path, LOSSES, RETRIEVAL)
     text = cli("flip", "--out", tmp_path / "map", "--point", "tokens", "char", folder)
     assert text.returncode == 0, text.stderr
-    assert "fope-authors is ahead of alibi nowhere in the range measured on this axis." in \
+    assert "fope-authors is ahead of alibi at none of these metrics on this axis." in \
         (tmp_path / "map" / "flip.md").read_text()
 
 
@@ -171,3 +171,40 @@ def test_only_the_maps_embeddings_are_ranked(tmp_path):
     assert flip_map([("x", "1", folder, "")])["points"][0]["metrics"][0]["ranking"] == "alibi ~ fope-authors > rope"
     _, names = load_point(folder, embeddings=("fope-identity", "rope"))
     assert sorted(names) == ["fope-identity", "rope"]
+
+
+def _with_short_lengths(folder, fope_alibi):
+    """The report of folder with loss at N and 2N added for fope-authors and alibi, their paired
+    difference there fope_alibi[m] +- 0.02 (m = 1, 2)."""
+    summary = json.loads((folder / "results.json").read_text())
+    for m, diff in fope_alibi.items():
+        summary["variants"]["alibi"]["loss"][str(m * N)] = {"mean": 1.6}
+        summary["variants"]["fope-authors"]["loss"][str(m * N)] = {"mean": 1.6 + diff}
+        for d in summary["differences"]:
+            if (d["a"], d["b"]) == ("fope-authors", "alibi"):
+                d["loss"][str(m * N)] = _interval(diff, 0.02)
+    (folder / "results.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_the_map_says_at_which_length_the_lead_on_loss_changes_hands(tmp_path):
+    # fope - alibi: -0.05 at N and -0.03 at 2N (FoPE ahead), +0.02 +- 0.05 at 4N (not
+    # separated), +0.3 at 16N (ALiBi ahead): the lead passes from FoPE to ALiBi after 2N
+    folder = _with_short_lengths(_report(tmp_path / "p", LOSSES, RETRIEVAL), {1: -0.05, 2: -0.03})
+    point = flip_map([("head dim", "32", folder, "")])["points"][0]
+    assert [(r["at"], r["verdict"]) for r in point["loss_by_length"]] == [
+        (1, "FoPE ahead"), (2, "FoPE ahead"), (4, "not separated"), (16, "ALiBi ahead")]
+    assert point["loss_by_length"][0]["fope_minus_alibi"]["mean"] == pytest.approx(-0.05)
+    assert point["crossing"] == "fope-authors ahead up to 2N, alibi from 16N"
+    result = cli("flip", "--out", tmp_path / "map", "--point", "head dim", "32", folder)
+    assert result.returncode == 0, result.stderr
+    assert ("| 32 (nats/character) | -0.050 [-0.070, -0.030] | -0.030 [-0.050, -0.010] | +0.020 [-0.030, +0.070] "
+            "| +0.300 [+0.250, +0.350] | fope-authors ahead up to 2N, alibi from 16N |") in \
+        (tmp_path / "map" / "flip.md").read_text()
+    # the other cases, on rows with known verdicts
+    rows = [dict(at=m, verdict=v) for m, v in ((1, "ALiBi ahead"), (2, "not separated"), (4, "FoPE ahead"))]
+    assert crossing(rows) == "ALiBi ahead up to 1N, FoPE from 4N"
+    assert crossing(rows[1:2]) == "not separated at any length"
+    assert crossing(rows[:2]) == "ALiBi ahead at 1N; FoPE at no length"
+    assert crossing(rows[2:]) == "FoPE ahead at 4N; ALiBi at no length"
+    assert crossing(rows + [dict(at=8, verdict="ALiBi ahead")]) == "FoPE ahead at 4N; ALiBi at 1N, 8N"
