@@ -298,7 +298,8 @@ def build_parser():
     p = sub.add_parser("flip", help="the map of where the ordering flips, from experiment reports",
                        description="Rank the embeddings at every point (an experiment report written by "
                        "experiment --report-to) on loss at 4N and 16N and on retrieval past N, and say where "
-                       "FoPE and ALiBi separate; write flip.md, flip.json and flip.png (minifope/flip.py).")
+                       "FoPE and ALiBi separate, on loss at every length with where the lead changes hands; write "
+                       "flip.md, flip.json and flip.png (minifope/flip.py).")
     p.add_argument("--out", type=path, required=True, help="folder for flip.md, flip.json and flip.png")
     p.add_argument("--point", nargs="+", action="append", required=True, metavar="ITEM",
                    help="AXIS VALUE DIR [SUFFIX]: DIR/results.json at VALUE of AXIS, its variants those "
