@@ -135,14 +135,13 @@ def home_rows(summary, names):
     return out
 
 
-def _metrics(summary, names):
+def _metrics(summary, names, loss_names):
     """[(metric name, kind, key, {name: mean}, higher_is_better, {name: label})] of a point:
-    loss at 4N and 16N (of home_rows), retrieval at each distance 2N, 4N, 8N, ... the
-    reports hold."""
+    loss at 4N and 16N (of loss_names, its home_rows), retrieval at each distance 2N, 4N, 8N,
+    ... the reports hold."""
     N = summary["train_len"]
     variants = summary["variants"]
     out = []
-    loss_names = home_rows(summary, names)
     for m in LOSS_AT:
         means = {n: variants[label]["loss"][str(m * N)]["mean"] for n, label in loss_names.items()
                  if str(m * N) in variants[label]["loss"]}
@@ -188,7 +187,7 @@ def loss_by_length(summary, rows, fope, alibi):
     N, variants = summary["train_len"], summary["variants"]
     keys = set(variants[rows[fope]]["loss"]) & set(variants[rows[alibi]]["loss"])
     out = []
-    for key in sorted((int(k) for k in keys if k.isdigit()), key=int):
+    for key in sorted(int(k) for k in keys if k.isdigit()):
         d = difference(summary, rows[fope], rows[alibi], "loss", key)
         out.append(dict(at=key / N, key=key, fope_minus_alibi=d, verdict=verdict(d, False)))
     return out
@@ -230,7 +229,8 @@ def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
                      train_len=summary["train_len"],
                      unit=summary.get("unit", "character"), seeds=summary.get("seeds"),
                      steps=summary.get("steps"), metrics=[])
-        for metric, kind, key, means, higher, rows in _metrics(summary, names):
+        loss_rows = home_rows(summary, names)
+        for metric, kind, key, means, higher, rows in _metrics(summary, names, loss_rows):
             row = dict(metric=metric, key=key, ranking=ranking(summary, rows, kind, key, means, higher),
                        means=means)
             if fope in rows and alibi in rows:
@@ -239,9 +239,8 @@ def flip_map(points, fope="fope-authors", alibi="alibi", embeddings=EMBEDDINGS):
                 if kind == "passkey_by_distance" and means.get(fope) == means.get(alibi) == 0:
                     row["verdict"] = "neither retrieves"
             entry["metrics"].append(row)
-        rows = home_rows(summary, names)
-        if fope in rows and alibi in rows:
-            entry["loss_by_length"] = loss_by_length(summary, rows, fope, alibi)
+        if fope in loss_rows and alibi in loss_rows:
+            entry["loss_by_length"] = loss_by_length(summary, loss_rows, fope, alibi)
             entry["crossing"] = crossing(entry["loss_by_length"], fope, alibi)
         out.append(entry)
     return {"fope": fope, "alibi": alibi, "points": out}
