@@ -187,7 +187,7 @@ def loss_by_length(summary, rows, fope, alibi):
     N, variants = summary["train_len"], summary["variants"]
     keys = set(variants[rows[fope]]["loss"]) & set(variants[rows[alibi]]["loss"])
     out = []
-    for key in sorted(int(k) for k in keys if k.isdigit()):
+    for key in sorted(int(k) for k in keys):
         d = difference(summary, rows[fope], rows[alibi], "loss", key)
         out.append(dict(at=key / N, key=key, fope_minus_alibi=d, verdict=verdict(d, False)))
     return out
